@@ -1,0 +1,209 @@
+"""The one HTTP policy every connector shares.
+
+A requests session with urllib3 retries (429, 5xx, resets; Retry-After
+honoured), connect/read timeouts, a User-Agent naming bestiary, a per-host
+token-bucket rate limit, a maximum body size and content-type checks; and a
+content-addressed media cache so nothing is downloaded twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from bestiary import __version__
+
+USER_AGENT = f"bestiary/{__version__} (+https://github.com/bestiary-dev/bestiary; dataset research)"
+DEFAULT_RATES = {  # requests per second each archive asks for
+    "xeno-canto.org": 1.0,
+    "api.inaturalist.org": 1.0,
+    "search.macaulaylibrary.org": 1.0,
+    "api.gbif.org": 5.0,
+}
+
+
+class FetchError(RuntimeError):
+    """A request that failed for good (after retries); `reason` is a reject code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class TokenBucket:
+    """At most `rate` requests per second on average, bursts of `burst`."""
+
+    def __init__(self, rate: float, burst: float = 1.0):
+        self.rate, self.capacity = rate, burst
+        self.tokens, self.stamp = burst, time.monotonic()
+        self.lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                wait = (1 - self.tokens) / self.rate
+            time.sleep(wait)
+
+
+@dataclass
+class HttpPolicy:
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    retries: int = 5
+    backoff: float = 0.5
+    max_body_bytes: int = 512 * 1024 * 1024
+    rates: dict[str, float] = field(default_factory=dict)  # host -> requests/s; unknown hosts unlimited
+
+
+def make_session(policy: HttpPolicy) -> requests.Session:
+    retry = Retry(
+        total=policy.retries, connect=policy.retries, read=policy.retries, status=policy.retries,
+        backoff_factor=policy.backoff, backoff_jitter=0.25,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        respect_retry_after_header=True, raise_on_status=False,
+    )
+    s = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    s.headers["User-Agent"] = USER_AGENT
+    return s
+
+
+class HttpClient:
+    """One session and one rate limiter per host, shared by a worker's connectors."""
+
+    def __init__(self, policy: HttpPolicy | None = None):
+        self.policy = policy or HttpPolicy()
+        self.session = make_session(self.policy)
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+        self.requests_made = 0
+
+    def _bucket(self, host: str) -> TokenBucket | None:
+        rate = self.policy.rates.get(host, DEFAULT_RATES.get(host.split(":")[0]))
+        if not rate:
+            return None
+        with self._lock:
+            return self._buckets.setdefault(host, TokenBucket(rate))
+
+    def get(self, url: str, params: dict | None = None, expect: tuple[str, ...] = ()) -> requests.Response:
+        """GET with the policy; raises FetchError with a reason code on final failure."""
+        host = urlsplit(url).netloc
+        bucket = self._bucket(host)
+        if bucket:
+            bucket.acquire()
+        self.requests_made += 1
+        try:
+            resp = self.session.get(url, params=params, stream=True,
+                                    timeout=(self.policy.connect_timeout, self.policy.read_timeout))
+        except requests.exceptions.RetryError as err:
+            raise FetchError("http_retries_exhausted", _safe(str(err))) from None
+        except requests.exceptions.ConnectionError as err:
+            raise FetchError("http_connection", _safe(str(err))) from None
+        except requests.exceptions.Timeout as err:
+            raise FetchError("http_timeout", _safe(str(err))) from None
+        if resp.status_code >= 400:
+            resp.close()
+            raise FetchError(f"http_{resp.status_code}", _safe(url))
+        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if expect and not any(ctype.startswith(e) for e in expect):
+            resp.close()
+            raise FetchError("bad_content_type", f"{ctype or 'none'} for {_safe(url)}")
+        return resp
+
+    def get_bytes(self, url: str, params: dict | None = None, expect: tuple[str, ...] = ()) -> bytes:
+        resp = self.get(url, params=params, expect=expect)
+        declared = int(resp.headers.get("Content-Length") or 0)
+        if declared > self.policy.max_body_bytes:
+            resp.close()
+            raise FetchError("body_too_large", f"{declared} bytes")
+        chunks, size = [], 0
+        try:
+            for chunk in resp.iter_content(1 << 16):
+                size += len(chunk)
+                if size > self.policy.max_body_bytes:
+                    raise FetchError("body_too_large", f"over {self.policy.max_body_bytes} bytes")
+                chunks.append(chunk)
+        except requests.exceptions.RequestException as err:
+            raise FetchError("http_body_incomplete", _safe(str(err))) from None
+        finally:
+            resp.close()
+        return b"".join(chunks)
+
+    def get_json(self, url: str, params: dict | None = None):
+        body = self.get_bytes(url, params=params)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise FetchError("invalid_json", f"{len(body)} bytes from {_safe(url)}") from None
+
+
+def _safe(text: str) -> str:
+    """Strip query strings (they may carry keys) from text that goes into logs or rejects."""
+    return re.sub(r"\?[^\s'\"]*", "?…", text)[:300]
+
+
+class MediaCache:
+    """Content-addressed media store: `url_index/{sha256(url)}` points at `blobs/{sha256(body)}`.
+
+    Paths are hashes only, never archive-provided names; writes go to a temporary
+    file and are renamed, so a killed download leaves nothing half-written.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+        (self.root / "urls").mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def url_hash(url: str) -> str:
+        return hashlib.sha256(url.encode()).hexdigest()
+
+    def lookup(self, url: str) -> Path | None:
+        ref = self.root / "urls" / self.url_hash(url)
+        if ref.is_file():
+            blob = self.root / "blobs" / ref.read_text().strip()
+            if blob.is_file():
+                return blob
+        return None
+
+    def put(self, url: str, body: bytes) -> Path:
+        digest = hashlib.sha256(body).hexdigest()
+        blob = self.root / "blobs" / digest
+        if not blob.exists():
+            _atomic_write(blob, body)
+        _atomic_write(self.root / "urls" / self.url_hash(url), digest.encode())
+        return blob
+
+    def fetch(self, client: HttpClient, url: str, expect: tuple[str, ...] = ()) -> bytes:
+        hit = self.lookup(url)
+        if hit is not None:
+            return hit.read_bytes()
+        body = client.get_bytes(url, expect=expect)
+        self.put(url, body)
+        return body
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,64 @@
+"""Macaulay-style search JSON with cursor paging, and asset URLs by size."""
+from __future__ import annotations
+
+import json
+
+from bestiary.connectors.fields import blank_to_none, lat_lon, parse_date, to_float
+from bestiary.connectors.licenses import normalize_license
+from bestiary.schemas.records import empty_catalog_row
+
+SOURCE = "macaulay"
+IMAGE_SIZES = (320, 480, 640, 900, 1200, 1800, 2400)
+
+
+def page_request(base_url: str, query: dict, cursor: str | None, per_page: int) -> tuple[str, dict]:
+    params = {**query, "count": per_page, "sort": query.get("sort", "rating_rank_desc")}
+    if cursor:
+        params["initialCursorMark"] = cursor
+    return f"{base_url}/api/v1/search", params
+
+
+def parse_page(body: dict) -> tuple[list[dict], str | None]:
+    try:
+        results = body["results"]
+        return list(results.get("content") or []), results.get("nextCursorMark")
+    except (KeyError, TypeError, AttributeError):
+        raise ValueError("not a Macaulay search page") from None
+
+
+def asset_url(media_base: str, asset_id: str, media_type: str, size: int = 640) -> str:
+    if media_type == "audio":
+        return f"{media_base}/api/v2/asset/{asset_id}/mp3"
+    if size not in IMAGE_SIZES:
+        raise ValueError(f"Macaulay image size must be one of {IMAGE_SIZES}")
+    return f"{media_base}/api/v1/asset/{asset_id}/{size}"
+
+
+def normalize(item: dict, media_base: str, license_override: str | None = None) -> list[dict]:
+    """One row per asset; without a licence the media stays links-only (`unknown`)."""
+    row = empty_catalog_row()
+    asset = str(item.get("assetId") or item.get("catalogId") or "").removeprefix("ML")
+    if not asset:
+        raise ValueError("Macaulay item without assetId")
+    mtype = {"audio": "audio", "photo": "image", "video": "video"}.get(str(item.get("mediaType", "")).lower())
+    if mtype not in ("audio", "image"):
+        raise ValueError(f"unsupported Macaulay mediaType {item.get('mediaType')!r}")
+    lat, lon = lat_lon(item.get("latitude"), item.get("longitude"))
+    license_ = normalize_license(license_override) if license_override else normalize_license(item.get("licenseType"))
+    row.update(
+        key=f"{SOURCE}:{asset}", source=SOURCE, source_id=asset,
+        observation_id=f"{SOURCE}:obs-{item['eBirdChecklistId']}" if item.get("eBirdChecklistId") else f"{SOURCE}:{asset}",
+        media_type=mtype, media_url=asset_url(media_base, asset, mtype),
+        media_format="mp3" if mtype == "audio" else "image",
+        scientific_name=blank_to_none(item.get("sciName")), common_name=blank_to_none(item.get("commonName")),
+        taxon_id=blank_to_none(item.get("speciesCode")),
+        license=license_, license_url=None,
+        attribution=f"{blank_to_none(item.get('userDisplayName')) or 'unknown'} / Macaulay Library ML{asset}",
+        recordist=blank_to_none(item.get("userDisplayName")), lat=lat, lon=lon,
+        country=blank_to_none(item.get("countryCode")), recorded_on=parse_date(item.get("obsDttm")),
+        duration_s=to_float(item.get("duration")), quality=blank_to_none(str(item.get("rating") or "")),
+        sound_type=blank_to_none(", ".join(item.get("behaviors") or [])) if isinstance(item.get("behaviors"), list) else blank_to_none(item.get("behaviors")),
+        remarks=blank_to_none(item.get("mediaNotes")),
+        raw=json.dumps(item, sort_keys=True, ensure_ascii=False),
+    )
+    return [row]

@@ -1,0 +1,206 @@
+"""The one audio path: decode -> mono -> salient windows -> 48 kHz clips -> FLAC.
+
+Long files are never loaded whole: a first pass streams blocks to build an
+energy envelope at the source rate, the clip windows are chosen from it, and
+only those windows are read again and resampled (soxr).  libsndfile decodes
+WAV/FLAC/OGG/MP3; PyAV decodes what it cannot (AAC in M4A).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+HOP_SECONDS = 0.25          # envelope resolution
+BLOCK_SECONDS = 30.0        # streaming block size
+
+
+class AudioError(ValueError):
+    """Audio that cannot become a sample; `reason` is the reject code."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+@dataclass(frozen=True)
+class Clip:
+    offset_s: float          # where the clip starts in the original recording
+    seconds: float           # audio actually present (shorter recordings are padded)
+    flac: bytes
+    rms_db: float
+    clipped_fraction: float
+
+
+class _Source:
+    """Blockwise mono reader over libsndfile, or over a PyAV decode held in memory."""
+
+    def __init__(self, data: bytes):
+        if not data:
+            raise AudioError("empty_media")
+        self._array = None
+        try:
+            self._sf = sf.SoundFile(io.BytesIO(data))
+            self.info = AudioInfo(self._sf.samplerate, self._sf.channels, self._sf.frames)
+        except (sf.LibsndfileError, RuntimeError, TypeError):
+            self._sf = None
+            arr, rate = _decode_pyav(data)
+            self._array = arr
+            self.info = AudioInfo(rate, 1, len(arr))
+        # Stream muxers may write FLAC without a frame count: count while streaming then.
+        if self.info.frames <= 0 or self.info.frames >= 2**62:
+            self.info = AudioInfo(self.info.sample_rate, self.info.channels, self._count_frames())
+
+    def _count_frames(self) -> int:
+        total = 0
+        for block in self.blocks(int(BLOCK_SECONDS * self.info.sample_rate)):
+            total += len(block)
+        return total
+
+    def blocks(self, size: int):
+        if self._array is not None:
+            for i in range(0, len(self._array), size):
+                yield self._array[i:i + size]
+            return
+        self._sf.seek(0)
+        while True:
+            block = self._sf.read(size, dtype="float32", always_2d=True)
+            if not len(block):
+                return
+            yield block.mean(axis=1)
+
+    def read(self, start: int, frames: int) -> np.ndarray:
+        if self._array is not None:
+            return self._array[start:start + frames]
+        self._sf.seek(start)
+        return self._sf.read(frames, dtype="float32", always_2d=True).mean(axis=1)
+
+
+def _decode_pyav(data: bytes) -> tuple[np.ndarray, int]:
+    import av  # imported lazily: only formats libsndfile cannot read need it
+
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise AudioError("undecodable_audio", "no audio stream")
+            rate = stream.codec_context.sample_rate
+            chunks = []
+            for frame in container.decode(stream):
+                arr = frame.to_ndarray().astype(np.float32)
+                if arr.dtype.kind == "i":
+                    arr = arr / np.iinfo(frame.to_ndarray().dtype).max
+                # planar: (channels, n); packed: (1, n*channels)
+                if not frame.format.is_planar:
+                    arr = arr.reshape(-1, len(frame.layout.channels)).T
+                chunks.append(arr.mean(axis=0))
+    except AudioError:
+        raise
+    except Exception as err:  # PyAV raises many error types for bad input
+        raise AudioError("undecodable_audio", type(err).__name__) from None
+    if not chunks or not rate:
+        raise AudioError("undecodable_audio", "no frames")
+    return np.concatenate(chunks).astype(np.float32), int(rate)
+
+
+def energy_envelope(source: _Source) -> np.ndarray:
+    """Mean square per HOP_SECONDS window, streamed block by block."""
+    rate = source.info.sample_rate
+    hop = max(1, int(HOP_SECONDS * rate))
+    block = hop * max(1, int(BLOCK_SECONDS / HOP_SECONDS))
+    out, carry = [], np.zeros(0, np.float32)
+    for chunk in source.blocks(block):
+        chunk = np.concatenate([carry, chunk])
+        n = len(chunk) // hop
+        if n:
+            out.append((chunk[: n * hop].reshape(n, hop) ** 2).mean(axis=1))
+        carry = chunk[n * hop:]
+    if len(carry):
+        out.append(np.array([(carry ** 2).mean()], np.float32))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def select_windows(envelope: np.ndarray, clip_hops: int, max_clips: int, min_ratio: float = 0.05) -> list[int]:
+    """Start hops of up to `max_clips` non-overlapping windows with the most energy.
+
+    A window whose energy is below `min_ratio` of the best one is mostly
+    silence and is not taken.  Pure and deterministic (ties go to the earlier).
+    """
+    n = len(envelope)
+    if n == 0:
+        return []
+    if n <= clip_hops:
+        return [0]
+    csum = np.concatenate([[0.0], np.cumsum(envelope, dtype=np.float64)])
+    scores = csum[clip_hops:] - csum[:-clip_hops]
+    order = np.argsort(-scores, kind="stable")
+    best = scores[order[0]]
+    chosen: list[int] = []
+    for start in order:
+        if len(chosen) >= max_clips or scores[start] < best * min_ratio:
+            break
+        if all(abs(int(start) - c) >= clip_hops for c in chosen):
+            chosen.append(int(start))
+    return sorted(chosen)
+
+
+def encode_flac(mono: np.ndarray, rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(mono, -1, 1), rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def make_clips(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_clips: int = 3,
+               min_seconds: float = 1.0, min_source_rate: int = 8000,
+               silence_db: float = -60.0, max_clipped: float = 0.01) -> tuple[AudioInfo, list[Clip]]:
+    """Salient clips of one recording, each 48 kHz mono FLAC of exactly `clip_seconds`.
+
+    Raises AudioError with a reason code when the recording as a whole is unusable.
+    """
+    src = _Source(data)
+    info = src.info
+    if info.sample_rate < min_source_rate:
+        raise AudioError("sample_rate_too_low", f"{info.sample_rate} Hz")
+    if info.seconds < min_seconds:
+        raise AudioError("too_short", f"{info.seconds:.2f} s")
+    env = energy_envelope(src)
+    hop = max(1, int(HOP_SECONDS * info.sample_rate))
+    clip_hops = int(round(clip_seconds / HOP_SECONDS))
+    clips = []
+    for start_hop in select_windows(env, clip_hops, max_clips):
+        start = start_hop * hop
+        mono = src.read(start, int(clip_seconds * info.sample_rate))
+        present = len(mono) / info.sample_rate
+        out = soxr.resample(mono, info.sample_rate, rate, quality="HQ") if info.sample_rate != rate else mono
+        want = int(round(clip_seconds * rate))
+        out = np.pad(out, (0, max(0, want - len(out))))[:want].astype(np.float32)
+        rms = float(np.sqrt(np.mean(out[: int(present * rate)] ** 2) + 1e-20))
+        clipped = float(np.mean(np.abs(out) >= 0.999))
+        clips.append(Clip(round(start / info.sample_rate, 3), round(min(present, clip_seconds), 3),
+                          encode_flac(out, rate), round(float(20 * np.log10(rms)), 2), clipped))
+    if not clips or max(c.rms_db for c in clips) < silence_db:
+        raise AudioError("silent", f"loudest window {max((c.rms_db for c in clips), default=-200):.1f} dBFS")
+    if all(c.clipped_fraction > max_clipped for c in clips):
+        raise AudioError("clipping", f"{clips[0].clipped_fraction:.1%} of samples at full scale")
+    return info, [c for c in clips if c.rms_db >= silence_db and c.clipped_fraction <= max_clipped]
+
+
+def read_clip(flac: bytes) -> tuple[np.ndarray, int]:
+    """Decode a clip (as written by make_clips) to float32 mono."""
+    data, rate = sf.read(io.BytesIO(flac), dtype="float32", always_2d=True)
+    return data.mean(axis=1), rate

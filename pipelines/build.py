@@ -1,0 +1,137 @@
+"""`bestiary build`: the stages in order, skipping finished ones, then manifest, rejects and stats."""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import requests
+
+from bestiary.pipelines import io, stages
+from bestiary.schemas.config import BuildConfig, ConfigError
+from bestiary.schemas.records import REJECT_SCHEMA, to_table
+
+log = logging.getLogger(__name__)
+STAGES = ("crawl", "enrich", "caption", "shard")
+# which config sections each stage's output depends on (a stage also depends on all before it)
+STAGE_SECTIONS = {"crawl": ("sources",), "enrich": ("taxonomy",), "caption": ("captions",),
+                  "shard": ("media", "licenses", "splits", "shards")}
+
+
+def preflight(cfg: BuildConfig, timeout: float = 5.0) -> None:
+    """Every base URL answers (any HTTP status) before work starts; else one clear ConfigError."""
+    urls = [(s.name, s.base_url) for s in cfg.sources]
+    if cfg.taxonomy.gbif_base_url:
+        urls.append(("gbif", cfg.taxonomy.gbif_base_url))
+    for name, url in urls:
+        try:
+            requests.head(url + "/", timeout=timeout, allow_redirects=False)
+        except requests.RequestException as err:
+            raise ConfigError(f"cannot reach {name} at {url} ({type(err).__name__})") from None
+
+
+def stage_fingerprint(cfg: BuildConfig, stage: str) -> str:
+    upto = STAGES[: STAGES.index(stage) + 1]
+    return cfg.fingerprint(*[s for st in upto for s in STAGE_SECTIONS[st]])
+
+
+def _done_path(cfg: BuildConfig, stage: str) -> str:
+    return io.join(cfg.out, "work", f"{stage}.done.json")
+
+
+def stage_done(cfg: BuildConfig, stage: str) -> bool:
+    p = _done_path(cfg, stage)
+    return io.exists(p) and io.read_json(p).get("fingerprint") == stage_fingerprint(cfg, stage)
+
+
+def run_stage(cfg: BuildConfig, stage: str, fn: Callable[[BuildConfig], object], force: bool = False) -> bool:
+    """Run one stage unless its outputs are already there for this config; True if it ran."""
+    if not force and stage_done(cfg, stage):
+        log.info("stage %s: up to date, skipped", stage)
+        return False
+    t0 = time.time()
+    log.info("stage %s: running", stage)
+    fn(cfg)
+    io.write_json(_done_path(cfg, stage), {"fingerprint": stage_fingerprint(cfg, stage)})
+    log.info("stage %s: done in %.1f s", stage, time.time() - t0)
+    return True
+
+
+def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False) -> dict:
+    preflight(cfg)
+    ran = False
+    for stage in STAGES:
+        if stage in only:
+            # a stage reruns when one before it ran: its inputs changed
+            ran = run_stage(cfg, stage, getattr(stages, stage), force=force or ran) or ran
+    if "shard" in only:
+        return finalize(cfg)
+    return {}
+
+
+def finalize(cfg: BuildConfig) -> dict:
+    """manifest.json, sizes.json, rejects.parquet, stats.json and the dataset card from the shard sidecars."""
+    sidecars = [io.read_json(p) for p in io.listdir(io.join(cfg.out, "shards", "*-[0-9]*.json"))]
+    sidecars.sort(key=lambda s: s["name"])
+    manifest = manifest_from(cfg, sidecars)
+    io.write_json(io.join(cfg.out, "shards", "manifest.json"), manifest)
+    io.write_json(io.join(cfg.out, "shards", "sizes.json"), {s["file"]: s["samples"] for s in sidecars})
+    rejects = []
+    for part in ("rejects-crawl.parquet", "rejects-plan.parquet"):
+        rejects += io.read_rows(io.join(cfg.out, "work", part))
+    rejects += [r for s in sidecars for r in s["rejects"]]
+    rejects.sort(key=lambda r: (r["stage"], r["key"], r["reason"]))
+    io.write_table(io.join(cfg.out, "rejects.parquet"), to_table(rejects, REJECT_SCHEMA))
+    stats = build_stats(cfg, sidecars, rejects)
+    io.write_json(io.join(cfg.out, "stats.json"), stats)
+    from bestiary.pipelines.card import write_card
+    write_card(cfg, manifest, stats)
+    return stats
+
+
+def manifest_from(cfg: BuildConfig, sidecars: list[dict]) -> dict:
+    splits: dict[str, dict] = {}
+    for s in sidecars:
+        d = splits.setdefault(s["split"], {"shards": 0, "samples": 0, "bytes": 0, "species": set()})
+        d["shards"] += 1
+        d["samples"] += s["samples"]
+        d["bytes"] += s["bytes"]
+        d["species"] |= set(s["species"])
+    return {
+        "format": "bestiary-webdataset/1",
+        "config_fingerprint": cfg.fingerprint(),
+        "members": ["flac", "jpg", "json", "txt"],
+        "sample_rate": cfg.media.sample_rate, "clip_seconds": cfg.media.clip_seconds,
+        "splits": {k: {**{kk: vv for kk, vv in v.items() if kk != "species"}, "species": sorted(v["species"])}
+                   for k, v in sorted(splits.items())},
+        "shards": [{k: s[k] for k in ("name", "file", "split", "samples", "bytes", "sha256")} for s in sidecars],
+        "deleted": [],
+    }
+
+
+def build_stats(cfg: BuildConfig, sidecars: list[dict], rejects: list[dict]) -> dict:
+    """Per-stage counts and the balance: every audio record is in a sample or in rejects."""
+    audio_keys = {r["key"] for r in io.read_rows(io.join(cfg.out, "catalog", "recordings.parquet"))}
+    in_samples = {k for s in sidecars for k in s["recordings"]}
+    rejected_audio = {r["key"] for r in rejects if r["key"] in audio_keys}
+    unparseable = [r for r in rejects if r["stage"] == "crawl" and r["key"] not in audio_keys]
+    stats = {name: io.read_json(io.join(cfg.out, "work", f"stats-{name}.json"))
+             for name in ("crawl", "enrich", "plan")}
+    stats["shard"] = {
+        "shards": len(sidecars), "samples": sum(s["samples"] for s in sidecars),
+        "samples_by_split": dict(sorted(Counter({s["split"]: 0 for s in sidecars}).items())),
+        "audio_hours": round(sum(s["seconds"] for s in sidecars) / 3600, 3),
+    }
+    for s in sidecars:
+        stats["shard"]["samples_by_split"][s["split"]] += s["samples"]
+    stats["rejects_by_reason"] = dict(sorted(Counter(f"{r['stage']}/{r['reason']}" for r in rejects).items()))
+    crawled = len(audio_keys) + len(unparseable)
+    stats["accounting"] = {
+        "records_crawled": crawled, "recordings_in_samples": len(in_samples),
+        "records_rejected": len(rejected_audio) + len(unparseable),
+        "overlap": len(in_samples & rejected_audio),
+        "balanced": crawled == len(in_samples) + len(rejected_audio) + len(unparseable) and not (in_samples & rejected_audio),
+    }
+    return stats
+

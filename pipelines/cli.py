@@ -1,0 +1,195 @@
+"""The `bestiary` command line: serve-sample, crawl, enrich, caption, shard, build, verify, train, eval.
+
+Configuration problems stop the command before any work, with one line and
+exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from bestiary import __version__
+from bestiary.schemas.config import ConfigError, load_config, parse_config
+
+EXIT_CONFIG = 2
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise ConfigError(f"--set expects KEY=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def cmd_serve_sample(a) -> int:
+    from bestiary.sample_archive.server import make_server
+    server, state = make_server(a.host, a.port, seed=a.seed, scale=a.scale, latency_ms=a.latency_ms)
+    host, port = server.server_address[:2]
+    url = f"http://{host}:{port}"
+    if a.ready_file:
+        with open(a.ready_file, "w") as fh:
+            fh.write(url + "\n")
+    print(f"sample archive (seed {a.seed}, {len(state.archive.species)} species) serving at {url}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _run_build(a, only) -> int:
+    from bestiary.pipelines.build import build
+    cfg = load_config(a.config, _overrides(a.set))
+    stats = build(cfg, only=only, force=a.force)
+    if stats:
+        acc = stats["accounting"]
+        print(f"{stats['shard']['samples']} samples in {stats['shard']['shards']} shards -> {cfg.out}/shards; "
+              f"records crawled {acc['records_crawled']} = in samples {acc['recordings_in_samples']} + "
+              f"rejected {acc['records_rejected']} (balanced: {acc['balanced']})")
+    else:
+        print(f"stages {', '.join(only)} done -> {cfg.out}")
+    return 0
+
+
+def cmd_crawl(a) -> int:
+    from bestiary.pipelines.build import build
+    if a.config:
+        return _run_build(a, ("crawl",))
+    if not (a.source and a.base_url and a.query and a.out):
+        raise ConfigError("crawl needs CONFIG, or --source, --base-url, --query and --out")
+    query = a.query if a.source == "xeno-canto" else json.loads(a.query) if a.query.startswith("{") else dict(
+        kv.split("=", 1) for kv in a.query.split("&"))
+    cfg = parse_config({"out": a.out, "sources": [{"name": a.source, "base_url": a.base_url, "queries": [query],
+                                                    "api_key_env": a.api_key_env}]})
+    build(cfg, only=("crawl",), force=a.force)
+    print(f"catalog -> {cfg.out}/catalog")
+    return 0
+
+
+def cmd_verify(a) -> int:
+    from bestiary.pipelines.verify import verify
+    report = verify(a.out)
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
+
+
+def cmd_train(a) -> int:
+    from bestiary.training.encoders import ModelConfig
+    from bestiary.training.train import TrainConfig, train
+    cfg = TrainConfig(a.shards, a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, workers=a.workers,
+                      seed=a.seed, image_size=a.image_size,
+                      pair_weights={"audio_text": 1.0, "audio_image": 0.0 if a.audio_text_only else 1.0,
+                                    "image_text": 0.0 if a.audio_text_only else 1.0},
+                      model=ModelConfig(embed_dim=a.embed_dim, width=a.width))
+    result = train(cfg, resume=a.resume)
+    print(f"trained {result['steps']} steps, loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}; "
+          f"checkpoint {result['checkpoint']}")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from bestiary.training.evaluate import evaluate, format_table, write_report
+    report = evaluate(a.checkpoint, a.shards)
+    if a.out:
+        write_report(report, a.out)
+    print(format_table(report))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bestiary", description="Tri-modal (sound, image, text) animal datasets from "
+                                "public archives, and contrastive models trained on them.")
+    p.add_argument("--version", action="version", version=f"bestiary {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each stage")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve-sample", help="serve the bundled sample archive (Xeno-canto, iNaturalist, "
+                       "Macaulay-style and GBIF routes) on 127.0.0.1")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--scale", type=float, default=1.0, help="records per species, relative to the default")
+    s.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
+    s.add_argument("--ready-file", help="write the base URL here once listening")
+    s.set_defaults(fn=cmd_serve_sample)
+
+    def stage(name: str, helptext: str, only: tuple[str, ...]):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("config", help="build config (YAML)")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (dotted key)")
+        sp.add_argument("--force", action="store_true", help="rerun stages even if their outputs are up to date")
+        sp.set_defaults(fn=lambda a: _run_build(a, only))
+        return sp
+
+    c = sub.add_parser("crawl", help="crawl the configured sources, or one source given by flags")
+    c.add_argument("config", nargs="?", help="build config (YAML)")
+    c.add_argument("--source", choices=["xeno-canto", "inaturalist", "macaulay"])
+    c.add_argument("--base-url")
+    c.add_argument("--query", help="Xeno-canto tags ('grp:birds gen:Parus'); iNaturalist/Macaulay "
+                   "'key=value&...' or JSON")
+    c.add_argument("--out")
+    c.add_argument("--api-key-env", help="environment variable holding the API key (Xeno-canto: XC_API_KEY)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE")
+    c.add_argument("--force", action="store_true")
+    c.set_defaults(fn=cmd_crawl)
+    stage("enrich", "resolve names to accepted species with lineage (needs crawl)", ("enrich",))
+    stage("caption", "write template captions (needs enrich)", ("caption",))
+    stage("shard", "plan splits and write WebDataset shards + manifest (needs caption)", ("shard",))
+    stage("build", "run every stage from one config: crawl, enrich, caption, shard",
+          ("crawl", "enrich", "caption", "shard"))
+
+    v = sub.add_parser("verify", help="recheck every shard's sha256 and that every member decodes")
+    v.add_argument("out", help="build output folder (holds shards/manifest.json)")
+    v.set_defaults(fn=cmd_verify)
+
+    t = sub.add_parser("train", help="train the tri-modal model on the shards")
+    t.add_argument("--shards", required=True, help="folder with manifest.json")
+    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.csv")
+    t.add_argument("--steps", type=int, default=300)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--workers", type=int, default=1, help="data loader workers")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--image-size", type=int, default=64)
+    t.add_argument("--embed-dim", type=int, default=512)
+    t.add_argument("--width", type=int, default=32)
+    t.add_argument("--audio-text-only", action="store_true", help="train the audio-text pair only")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="zero-shot species and retrieval benchmarks, with chance levels")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--shards", required=True)
+    e.add_argument("--out", help="write the report as JSON here")
+    e.set_defaults(fn=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.fn(args)
+    except ConfigError as err:
+        print(f"bestiary: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FileNotFoundError as err:
+        print(f"bestiary: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

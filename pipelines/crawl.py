@@ -1,0 +1,142 @@
+"""Crawl stage: partitions -> raw pages (JSONL.gz, the source of truth) -> catalog rows.
+
+Each partition (one source query) pages on its own cursor and checkpoints it
+after every page, so a killed crawl resumes where each partition stopped.
+Normalising is a pure function from a raw record to catalog rows.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections.abc import Iterator
+
+import apache_beam as beam
+
+from bestiary.connectors import inaturalist, macaulay, xenocanto
+from bestiary.connectors.http import FetchError, HttpClient, HttpPolicy
+from bestiary.pipelines import io
+from bestiary.schemas.config import BuildConfig, SourceConfig
+from bestiary.schemas.records import reject
+
+log = logging.getLogger(__name__)
+CRAWLABLE = ("xeno-canto", "inaturalist", "macaulay")
+
+
+def partitions(cfg: BuildConfig) -> list[dict]:
+    """One partition per (source, query); GBIF is a taxonomy source, not crawled here."""
+    out = []
+    for src in cfg.sources:
+        if src.name not in CRAWLABLE:
+            continue
+        for i, query in enumerate(src.queries):
+            out.append({"source": src.name, "index": i, "query": query, "id": f"{src.name}-q{i:03d}"})
+    return out
+
+
+def fetch_pages(client: HttpClient, src: SourceConfig, query, cursor) -> Iterator[tuple[list[dict], object]]:
+    """(records, next cursor) per page; the cursor is None after the last page."""
+    while True:
+        if src.name == "xeno-canto":
+            page = cursor or 1
+            url, params = xenocanto.page_request(src.base_url, str(query), page, src.per_page,
+                                                 xenocanto.api_key(src.api_key_env))
+            records, pages = xenocanto.parse_page(client.get_json(url, params))
+            cursor = page + 1 if page < pages and records else None
+        elif src.name == "inaturalist":
+            above = cursor or 0
+            url, params = inaturalist.page_request(src.base_url, dict(query), above, src.per_page)
+            records = inaturalist.parse_page(client.get_json(url, params))
+            cursor = max(int(r["id"]) for r in records) if records else None
+        elif src.name == "macaulay":
+            url, params = macaulay.page_request(src.base_url, dict(query), cursor, src.per_page)
+            records, nxt = macaulay.parse_page(client.get_json(url, params))
+            cursor = nxt if records and nxt and nxt != cursor else None
+        else:
+            raise ValueError(f"{src.name} is not crawlable")
+        yield records, cursor
+        if cursor is None:
+            return
+
+
+def normalize_record(src: SourceConfig, record: dict) -> list[dict]:
+    if src.name == "xeno-canto":
+        return xenocanto.normalize(record)
+    if src.name == "inaturalist":
+        return inaturalist.normalize(record)
+    if src.name == "macaulay":
+        return macaulay.normalize(record, src.media_base_url or src.base_url, src.license_override)
+    raise ValueError(f"no normalizer for {src.name}")
+
+
+def _write_page(path: str, records: list[dict]) -> None:
+    lines = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records)
+    io.write_bytes(path, gzip.compress(lines.encode(), mtime=0))
+
+
+def read_page(path: str) -> list[dict]:
+    return [json.loads(line) for line in gzip.decompress(io.read_bytes(path)).decode().splitlines() if line]
+
+
+class CrawlPartition(beam.DoFn):
+    """Pages through one partition, keeping every page and the cursor after it."""
+
+    def __init__(self, cfg: BuildConfig):
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        rates = {}
+        for s in self.cfg.sources:
+            if s.requests_per_second:
+                from urllib.parse import urlsplit
+                rates[urlsplit(s.base_url).netloc] = s.requests_per_second
+        self.client = HttpClient(HttpPolicy(rates=rates))
+
+    def process(self, part: dict):
+        src = next(s for s in self.cfg.sources if s.name == part["source"])
+        root = io.join(self.cfg.out, "raw", part["id"])
+        state_path = io.join(self.cfg.out, "state", "crawl", f"{part['id']}.json")
+        state = io.read_json(state_path) if io.exists(state_path) else {"cursor": None, "pages": 0, "done": False}
+        for n in range(state["pages"]):  # pages already kept: replay, never re-fetch
+            for rec in read_page(io.join(root, f"page-{n:06d}.jsonl.gz")):
+                yield part["source"], rec
+        if state["done"]:
+            return
+        try:
+            for records, cursor in fetch_pages(self.client, src, part["query"], state["cursor"]):
+                if src.max_pages and state["pages"] >= src.max_pages:
+                    cursor = None
+                    break
+                _write_page(io.join(root, f"page-{state['pages']:06d}.jsonl.gz"), records)
+                state = {"cursor": cursor, "pages": state["pages"] + 1, "done": cursor is None}
+                io.write_json(state_path, state)
+                for rec in records:
+                    yield part["source"], rec
+        except (FetchError, ValueError) as err:
+            reason = getattr(err, "reason", "bad_page")
+            log.warning("partition %s stopped at page %d: %s", part["id"], state["pages"], reason)
+            yield beam.pvalue.TaggedOutput("rejects", reject(f"partition:{part['id']}", "crawl", reason,
+                                                             f"page {state['pages']}: {getattr(err, 'detail', err)}"))
+        if not state["done"] and src.max_pages and state["pages"] >= src.max_pages:
+            io.write_json(state_path, {**state, "done": True})
+
+
+class Normalize(beam.DoFn):
+    """Raw record -> catalog rows, or a reject row naming why it could not be read."""
+
+    def __init__(self, cfg: BuildConfig):
+        self.sources = {s.name: s for s in cfg.sources}
+
+    def process(self, item):
+        source, record = item
+        try:
+            yield from normalize_record(self.sources[source], record)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            rid = record.get("id", "?") if isinstance(record, dict) else "?"
+            yield beam.pvalue.TaggedOutput("rejects", reject(f"{source}:{rid}", "crawl", "unparseable_record",
+                                                             f"{type(err).__name__}: {err}"))
+
+
+def pick_one(rows: list[dict]) -> dict:
+    """The same record seen twice (overlapping pages) is kept once, deterministically."""
+    return min(rows, key=lambda r: r["raw"])

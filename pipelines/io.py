@@ -1,0 +1,77 @@
+"""File I/O through Beam's FileSystems, so local paths, gs:// and s3:// all work.
+
+Local writes go to a temporary name and are renamed (atomic on POSIX); object
+stores make an object visible only when its upload completes.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+
+def join(*parts: str) -> str:
+    return FileSystems.join(*parts) if "://" in parts[0] else os.path.join(*parts)
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    if is_local(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return
+    with FileSystems.create(path) as fh:
+        fh.write(data)
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as fh:
+        return fh.read()
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+
+
+def read_json(path: str) -> Any:
+    return json.loads(read_bytes(path))
+
+
+def write_table(path: str, table: pa.Table) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_bytes(path, buf.getvalue())
+
+
+def read_table(path: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(read_bytes(path)))
+
+
+def read_rows(path: str) -> list[dict]:
+    return read_table(path).to_pylist() if exists(path) else []
+
+
+def listdir(pattern: str) -> list[str]:
+    """Paths matching a glob, sorted."""
+    result = FileSystems.match([pattern])[0]
+    return sorted(m.path for m in result.metadata_list)
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path)

@@ -1,0 +1,136 @@
+"""Materialize: one worker fetches, decodes, clips and writes one whole shard.
+
+No media passes through a shuffle (img2dataset's pattern).  The tar is
+written under a temporary name and renamed; its stats sidecar is written
+after, and doubles as the resume marker: a shard whose sidecar names the same
+task fingerprint is not built again.  Member order, mtimes and owners are
+fixed so the same inputs give byte-identical tars.
+"""
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import logging
+import tarfile
+
+import apache_beam as beam
+
+from bestiary.connectors.http import FetchError, HttpClient, MediaCache
+from bestiary.media.audio import AudioError, make_clips
+from bestiary.media.images import ImageError, prepare_image
+from bestiary.pipelines import io
+from bestiary.pipelines.plan import sample_key, task_fingerprint
+from bestiary.schemas.config import BuildConfig
+from bestiary.schemas.records import TAXON_RANKS, reject
+
+log = logging.getLogger(__name__)
+MEMBER_ORDER = ("flac", "jpg", "json", "txt")
+AUDIO_TYPES = ("audio/", "application/octet-stream", "binary/octet-stream")
+IMAGE_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
+
+
+def sample_json(rec: dict, clip, info, image_meta: dict, captions: list[dict], key: str, rate: int) -> dict:
+    lineage = {r: rec.get(r) for r in TAXON_RANKS}
+    return {
+        "key": key, "source": rec["source"], "source_id": rec["source_id"], "record_key": rec["key"],
+        "observation_id": rec["observation_id"], "split": rec["split"],
+        "taxon": {"taxon_id": rec["taxon_id"], "accepted_name": rec["accepted_name"],
+                  "common_name": rec.get("taxon_common_name"), "lineage": lineage,
+                  "lineage_ids": {r: rec.get(f"{r}_id") for r in TAXON_RANKS},
+                  "name_as_given": rec["scientific_name"], "resolution": rec.get("method")},
+        "license": rec["license"], "license_url": rec.get("license_url"), "attribution": rec.get("attribution"),
+        "recordist": rec.get("recordist"),
+        "audio": {"offset_s": clip.offset_s, "seconds": clip.seconds, "sample_rate": rate,
+                  "original_sample_rate": info.sample_rate, "original_channels": info.channels,
+                  "original_seconds": round(info.seconds, 3), "rms_dbfs": clip.rms_db,
+                  "ultrasonic_content_lost": info.sample_rate > 2 * 24000},
+        "image": image_meta,
+        "captions": captions,
+        "location": {"lat": rec.get("lat"), "lon": rec.get("lon"), "country": rec.get("country")},
+        "recorded_on": rec.get("recorded_on"), "sound_type": rec.get("sound_type"), "quality": rec.get("quality"),
+        "background_species": rec.get("background_species") or [],
+    }
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, _io.BytesIO(data))
+
+
+def write_tar(samples: list[tuple[str, dict[str, bytes]]]) -> bytes:
+    """A WebDataset tar: samples in key order, each sample's members adjacent in a fixed order."""
+    buf = _io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, members in sorted(samples, key=lambda s: s[0]):
+            for ext in MEMBER_ORDER:
+                if ext in members:
+                    add_member(tar, f"{key}.{ext}", members[ext])
+    return buf.getvalue()
+
+
+class MaterializeShard(beam.DoFn):
+    def __init__(self, cfg: BuildConfig):
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        self.client = HttpClient()
+        self.cache = MediaCache(io.join(self.cfg.out, "cache", "media"))
+
+    def _image(self, rec: dict) -> tuple[bytes, dict]:
+        raw = self.cache.fetch(self.client, rec["image_url"], expect=IMAGE_TYPES)
+        jpg, size = prepare_image(raw, self.cfg.media.image_size)
+        return jpg, {"key": rec["image_key"], "pairing": rec["pairing"], "license": rec["image_license"],
+                     "attribution": rec["image_attribution"], "original_size": list(size)}
+
+    def _record(self, rec: dict, image_cache: dict) -> list[tuple[str, dict[str, bytes]]]:
+        m = self.cfg.media
+        raw = self.cache.fetch(self.client, rec["media_url"], expect=AUDIO_TYPES)
+        info, clips = make_clips(raw, m.sample_rate, m.clip_seconds, m.max_clips_per_recording,
+                                 m.min_seconds, m.min_source_rate)
+        if rec["image_key"] not in image_cache:
+            image_cache[rec["image_key"]] = self._image(rec)
+        jpg, image_meta = image_cache[rec["image_key"]]
+        captions = json.loads(rec["captions"])
+        out = []
+        for clip in clips:
+            key = sample_key(rec["source"], rec["source_id"], clip.offset_s)
+            meta = sample_json(rec, clip, info, image_meta, captions, key, m.sample_rate)
+            out.append((key, {"flac": clip.flac, "jpg": jpg, "txt": rec["caption"].encode(),
+                              "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()}))
+        return out
+
+    def process(self, task: dict):
+        shards = io.join(self.cfg.out, "shards")
+        tar_path, stats_path = io.join(shards, f"{task['name']}.tar"), io.join(shards, f"{task['name']}.json")
+        fp = task_fingerprint(task)
+        if io.exists(stats_path) and io.exists(tar_path):
+            stats = io.read_json(stats_path)
+            if stats.get("task_fingerprint") == fp:
+                yield stats
+                return
+        samples, rejects, recs_ok, image_cache = [], [], [], {}
+        for rec in task["records"]:
+            try:
+                got = self._record(rec, image_cache)
+            except (FetchError, AudioError, ImageError) as err:
+                rejects.append(reject(rec["key"], "materialize", err.reason, err.detail))
+                continue
+            if not got:
+                rejects.append(reject(rec["key"], "materialize", "no_usable_clip", ""))
+                continue
+            samples.extend(got)
+            recs_ok.append(rec["key"])
+        data = write_tar(samples)
+        io.write_bytes(tar_path, data)
+        stats = {"name": task["name"], "split": task["split"], "file": f"{task['name']}.tar",
+                 "samples": len(samples), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                 "recordings": sorted(recs_ok), "rejects": rejects, "task_fingerprint": fp,
+                 "species": sorted({r["taxon_id"] for r in task["records"] if r["key"] in set(recs_ok)}),
+                 "seconds": round(sum(json.loads(m["json"])["audio"]["seconds"] for _, m in samples), 2)}
+        io.write_json(stats_path, stats)  # after the tar: its presence marks the shard finished
+        log.info("shard %s: %d samples, %d rejects", task["name"], len(samples), len(rejects))
+        yield stats

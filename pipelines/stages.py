@@ -1,0 +1,166 @@
+"""The four stages as Beam pipelines over files: crawl, enrich, caption, shard.
+
+Each stage reads the previous stage's files and writes its own; a stage whose
+`work/{stage}.done.json` names the same fingerprint is skipped, so a second
+run reuses finished work.  Driver-side code handles metadata only (small);
+network and media work happen in the DoFns.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import apache_beam as beam
+
+from bestiary.connectors.licenses import license_allowed
+from bestiary.pipelines import io
+from bestiary.pipelines.caption import caption_row
+from bestiary.pipelines.crawl import CrawlPartition, Normalize, partitions, pick_one
+from bestiary.pipelines.enrich import ResolveName, name_key
+from bestiary.pipelines.materialize import MaterializeShard
+from bestiary.pipelines.plan import plan_shards
+from bestiary.pipelines.runner import make_pipeline
+from bestiary.schemas.config import BuildConfig
+from bestiary.schemas.records import (CAPTION_SCHEMA, CATALOG_SCHEMA, REJECT_SCHEMA, TAXON_RANKS, TAXON_SCHEMA,
+                                      reject, to_table)
+
+log = logging.getLogger(__name__)
+
+
+def path(cfg: BuildConfig, *parts: str) -> str:
+    return io.join(cfg.out, *parts)
+
+
+def _write_crawl(_, cfg: BuildConfig, rows: list[dict], rejects: list[dict], raw_count: int, norm_count: int) -> None:
+    rows = sorted(rows, key=lambda r: r["key"])
+    audio = [r for r in rows if r["media_type"] == "audio"]
+    images = [r for r in rows if r["media_type"] == "image"]
+    io.write_table(path(cfg, "catalog", "recordings.parquet"), to_table(audio, CATALOG_SCHEMA))
+    io.write_table(path(cfg, "catalog", "images.parquet"), to_table(images, CATALOG_SCHEMA))
+    io.write_table(path(cfg, "work", "rejects-crawl.parquet"),
+                   to_table(sorted(rejects, key=lambda r: (r["key"], r["reason"])), REJECT_SCHEMA))
+    io.write_json(path(cfg, "work", "stats-crawl.json"), {
+        "raw_records": raw_count, "catalog_rows": len(rows), "duplicates_dropped": norm_count - len(rows),
+        "audio_items": len(audio), "image_items": len(images), "rejects": len(rejects),
+        "by_source": dict(sorted(Counter(f"{r['source']}/{r['media_type']}" for r in rows).items())),
+    })
+
+
+def crawl(cfg: BuildConfig) -> None:
+    with make_pipeline(cfg.runner) as p:
+        raw = (p | "partitions" >> beam.Create(partitions(cfg)) | beam.Reshuffle()
+               | "crawl" >> beam.ParDo(CrawlPartition(cfg)).with_outputs("rejects", main="records"))
+        norm = raw.records | "normalize" >> beam.ParDo(Normalize(cfg)).with_outputs("rejects", main="rows")
+        rows = (norm.rows | beam.Map(lambda r: (r["key"], r)) | beam.GroupByKey()
+                | "dedupe" >> beam.MapTuple(lambda _k, rs: pick_one(list(rs))))
+        rejects = (raw.rejects, norm.rejects) | "all rejects" >> beam.Flatten()
+        raw_count = raw.records | "count raw" >> beam.combiners.Count.Globally()
+        norm_count = norm.rows | "count rows" >> beam.combiners.Count.Globally()
+        (p | "once" >> beam.Create([None])
+         | "write" >> beam.Map(_write_crawl, cfg, beam.pvalue.AsList(rows), beam.pvalue.AsList(rejects),
+                               beam.pvalue.AsSingleton(raw_count), beam.pvalue.AsSingleton(norm_count)))
+
+
+def _catalog(cfg: BuildConfig) -> tuple[list[dict], list[dict]]:
+    return (io.read_rows(path(cfg, "catalog", "recordings.parquet")),
+            io.read_rows(path(cfg, "catalog", "images.parquet")))
+
+
+def _names(rows: list[dict]) -> list[tuple[str, str | None]]:
+    """Unique name keys, each with its most frequent common name (ties: alphabetical)."""
+    commons: dict[str, Counter] = {}
+    for r in rows:
+        k = name_key(r["scientific_name"])
+        if k:
+            commons.setdefault(k, Counter())[r["common_name"] or ""] += 1
+    return [(k, min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] or None) for k, c in sorted(commons.items())]
+
+
+def _write_taxa(_, cfg: BuildConfig, taxa: list[dict]) -> None:
+    taxa = sorted(taxa, key=lambda t: t["name_key"])
+    io.write_table(path(cfg, "catalog", "taxa.parquet"), to_table(taxa, TAXON_SCHEMA))
+    methods = Counter(t["method"] for t in taxa)
+    io.write_json(path(cfg, "work", "stats-enrich.json"), {
+        "names": len(taxa), "by_method": dict(sorted(methods.items())),
+        "unresolved": sorted(t["name_key"] for t in taxa if t["method"] == "unresolved"),
+        "species": len({t["taxon_id"] for t in taxa if t["method"] != "unresolved"}),
+    })
+
+
+def enrich(cfg: BuildConfig) -> None:
+    audio, images = _catalog(cfg)
+    with make_pipeline(cfg.runner) as p:
+        taxa = (p | beam.Create(_names(audio + images)) | beam.Reshuffle()
+                | "resolve" >> beam.ParDo(ResolveName(cfg)))
+        p | "once" >> beam.Create([None]) | beam.Map(_write_taxa, cfg, beam.pvalue.AsList(taxa))
+
+
+def taxa_by_name(cfg: BuildConfig) -> dict[str, dict]:
+    return {t["name_key"]: t for t in io.read_rows(path(cfg, "catalog", "taxa.parquet")) if t["method"] != "unresolved"}
+
+
+def _write_captions(_, cfg: BuildConfig, rows: list[dict]) -> None:
+    io.write_table(path(cfg, "catalog", "captions.parquet"),
+                   to_table(sorted(rows, key=lambda r: r["key"]), CAPTION_SCHEMA))
+
+
+def caption(cfg: BuildConfig) -> None:
+    audio, _ = _catalog(cfg)
+    taxa = taxa_by_name(cfg)
+    pairs = [(r, taxa[name_key(r["scientific_name"])]) for r in audio if name_key(r["scientific_name"]) in taxa]
+    with make_pipeline(cfg.runner) as p:
+        kind = cfg.captions.default
+        caps = p | beam.Create(pairs) | "caption" >> beam.Map(lambda pair: caption_row(pair[0], pair[1], kind))
+        p | "once" >> beam.Create([None]) | beam.Map(_write_captions, cfg, beam.pvalue.AsList(caps))
+
+
+def _with_taxon(row: dict, taxon: dict) -> dict:
+    out = {**{k: v for k, v in row.items() if k != "raw"}, "taxon_id": taxon["taxon_id"], "accepted_name": taxon["accepted_name"],
+           "taxon_common_name": taxon.get("common_name"), "method": taxon["method"]}
+    for r in TAXON_RANKS:
+        out[r], out[f"{r}_id"] = taxon.get(r), taxon.get(f"{r}_id")
+    return out
+
+
+def select(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """Catalog rows that may become samples (licence allowed, species resolved), and rejects for the rest."""
+    audio, images = _catalog(cfg)
+    taxa = taxa_by_name(cfg)
+    caps = {c["key"]: c for c in io.read_rows(path(cfg, "catalog", "captions.parquet"))}
+    ok_audio, ok_images, rejects = [], [], []
+    excluded = Counter()
+    for row in audio:
+        taxon = taxa.get(name_key(row["scientific_name"]))
+        if not license_allowed(row["license"], cfg.licenses.allow):
+            rejects.append(reject(row["key"], "select", "license_not_allowed", row["license"]))
+        elif taxon is None:
+            rejects.append(reject(row["key"], "enrich", "taxon_unresolved", row["scientific_name"] or "no name"))
+        elif not row["media_url"]:
+            rejects.append(reject(row["key"], "select", "no_media_url", ""))
+        else:
+            cap = caps[row["key"]]
+            ok_audio.append({**_with_taxon(row, taxon), "caption": cap["default"], "captions": cap["captions"]})
+    for row in images:
+        taxon = taxa.get(name_key(row["scientific_name"]))
+        if not license_allowed(row["license"], cfg.licenses.allow):
+            excluded["license_not_allowed"] += 1
+        elif taxon is None:
+            excluded["taxon_unresolved"] += 1
+        else:
+            ok_images.append(_with_taxon(row, taxon))
+    return ok_audio, ok_images, rejects, dict(excluded)
+
+
+def shard(cfg: BuildConfig) -> list[dict]:
+    """Plan, then materialize every shard; returns the shard tasks."""
+    audio, images, rejects, excluded = select(cfg)
+    tasks, plan_rejects = plan_shards(audio, images, cfg.splits, cfg.shards, cfg.media.clip_seconds,
+                                      cfg.media.max_clips_per_recording)
+    io.write_table(path(cfg, "work", "rejects-plan.parquet"), to_table(rejects + plan_rejects, REJECT_SCHEMA))
+    io.write_json(path(cfg, "work", "stats-plan.json"), {
+        "audio_selected": len(audio), "images_selected": len(images), "images_excluded": excluded,
+        "shards_planned": len(tasks), "recordings_planned": sum(len(t["records"]) for t in tasks),
+        "rejects": len(rejects) + len(plan_rejects)})
+    with make_pipeline(cfg.runner) as p:
+        _ = p | beam.Create(tasks) | beam.Reshuffle() | "materialize" >> beam.ParDo(MaterializeShard(cfg))
+    return tasks

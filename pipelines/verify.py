@@ -1,0 +1,60 @@
+"""`bestiary verify`: every shard's sha256 matches the manifest and every member decodes."""
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import tarfile
+
+from PIL import Image
+
+from bestiary.media.audio import read_clip
+from bestiary.pipelines import io
+from bestiary.pipelines.materialize import MEMBER_ORDER
+
+
+def verify_shard(data: bytes, expected_sha: str, expected_samples: int, sample_rate: int) -> list[str]:
+    """Problems found in one shard (empty when it is sound)."""
+    problems = []
+    if hashlib.sha256(data).hexdigest() != expected_sha:
+        problems.append("sha256 differs from the manifest")
+    samples: dict[str, set] = {}
+    with tarfile.open(fileobj=_io.BytesIO(data)) as tar:
+        for m in tar:
+            key, _, ext = m.name.partition(".")
+            samples.setdefault(key, set()).add(ext)
+            body = tar.extractfile(m).read()
+            try:
+                if ext == "flac":
+                    clip, rate = read_clip(body)
+                    if rate != sample_rate or not len(clip):
+                        problems.append(f"{m.name}: rate {rate}, {len(clip)} frames")
+                elif ext == "jpg":
+                    Image.open(_io.BytesIO(body)).verify()
+                elif ext == "json":
+                    json.loads(body)
+                elif ext == "txt":
+                    if not body.decode("utf-8").strip():
+                        problems.append(f"{m.name}: empty caption")
+            except Exception as err:  # any decode failure is a finding, not a crash
+                problems.append(f"{m.name}: {type(err).__name__}: {err}")
+    for key, exts in samples.items():
+        if exts != set(MEMBER_ORDER):
+            problems.append(f"{key}: members {sorted(exts)}")
+    if len(samples) != expected_samples:
+        problems.append(f"{len(samples)} samples, manifest says {expected_samples}")
+    return problems
+
+
+def verify(out: str) -> dict:
+    manifest = io.read_json(io.join(out, "shards", "manifest.json"))
+    report = {"shards": 0, "samples": 0, "problems": {}}
+    for sh in manifest["shards"]:
+        data = io.read_bytes(io.join(out, "shards", sh["file"]))
+        problems = verify_shard(data, sh["sha256"], sh["samples"], manifest["sample_rate"])
+        report["shards"] += 1
+        report["samples"] += sh["samples"]
+        if problems:
+            report["problems"][sh["file"]] = problems
+    report["ok"] = not report["problems"]
+    return report

@@ -1,0 +1,1 @@
+"""bestiary.sample_archive"""

@@ -1,0 +1,268 @@
+"""`bestiary serve-sample`: the archives' real routes and formats on 127.0.0.1.
+
+Xeno-canto `/api/3/recordings` and `/{id}/download`; iNaturalist
+`/v1/observations`, `/v1/taxa`, `/sounds/…`, `/photos/…`; Macaulay-style
+`/api/v1/search` and its asset URLs; GBIF `/v1/species/match`.  `/_stats`
+reports requests per route (tests and benches count with it).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections import Counter
+from functools import lru_cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from bestiary.sample_archive import formats
+from bestiary.sample_archive.generate import Archive, build_archive, render_audio, render_image
+
+XC_TAG = re.compile(r'(\w+):("[^"]*"|\S+)')
+
+
+class SampleArchive:
+    """The archive's data plus request counters; shared by the handler threads."""
+
+    def __init__(self, seed: int = 7, scale: float = 1.0, latency_ms: float = 0.0, api_key: str | None = None):
+        self.archive: Archive = build_archive(seed, scale)
+        self.latency = latency_ms / 1000
+        self.api_key = api_key
+        self.counts: Counter = Counter()
+        self.lock = threading.Lock()
+        self.by_name = {s.name.lower(): s for s in self.archive.species}
+        self.by_inat = {s.inat_id: s for s in self.archive.species}
+        self.hidden: set[tuple[str, int]] = set()   # records withheld until revealed (incremental tests)
+
+    def count(self, route: str) -> None:
+        with self.lock:
+            self.counts[route] += 1
+
+    @lru_cache(maxsize=256)
+    def audio(self, archive: str, rid: int) -> tuple[bytes, str] | None:
+        rec = self.archive.recordings.get((archive, rid))
+        return render_audio(rec) if rec else None
+
+    @lru_cache(maxsize=256)
+    def image(self, archive: str, pid: int, width: int | None) -> bytes | None:
+        photo = self.archive.photos.get((archive, pid))
+        return render_image(photo, width) if photo else None
+
+
+def _qs(url: str) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
+
+
+def xc_filter(query: str, rec) -> bool:
+    """Xeno-canto v3 tag query against one recording; unknown tags match nothing."""
+    sp = rec.species
+    for tag, value in XC_TAG.findall(query):
+        value = value.strip('"').lower()
+        if tag == "gen" and sp.genus.lower() != value:
+            return False
+        if tag == "sp" and sp.epithet.lower() != value:
+            return False
+        if tag == "grp" and sp.group != value:
+            return False
+        if tag == "en" and value not in sp.common.lower():
+            return False
+        if tag == "q" and rec.quality > value.strip(">").upper()[:1] and not value.startswith(">"):
+            return False
+        if tag == "nr":
+            lo, _, hi = value.partition("-")
+            if not (int(lo) <= rec.id <= int(hi or lo)):
+                return False
+        if tag == "since" and rec.uploaded < value:
+            return False
+        if tag not in {"gen", "sp", "grp", "en", "q", "nr", "since", "cnt", "lic", "len", "box"}:
+            return False
+    return True
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "bestiary-sample/1"
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else every keep-alive request waits ~40 ms
+    state: SampleArchive  # set on the subclass made by make_server
+
+    def log_message(self, *args) -> None:  # quiet: tests count through /_stats
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, obj, status: int = 200) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json; charset=utf-8")
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        st = self.state
+        if st.latency:
+            time.sleep(st.latency)
+        path = urlsplit(self.path).path
+        base = f"http://{self.headers.get('Host', '127.0.0.1')}"
+        q = _qs(self.path)
+        for pattern, route in ROUTES:
+            m = re.fullmatch(pattern, path)
+            if m:
+                st.count(route.__name__)
+                return route(self, st, base, q, *m.groups())
+        st.count("not_found")
+        self._json({"error": "Not found", "status": 404}, 404)
+
+    # ------------------------------------------------------------ routes
+    def index(self, st, base, q) -> None:
+        self._json({"service": "bestiary sample archive", "seed": st.archive.seed,
+                    "species": len(st.archive.species)})
+
+    def stats(self, st, base, q) -> None:
+        with st.lock:
+            self._json(dict(st.counts))
+
+    def xc_recordings(self, st, base, q) -> None:
+        if st.api_key is not None and q.get("key") != st.api_key or st.api_key is None and not q.get("key"):
+            return self._json({"error": "client_error", "message": "Missing or invalid 'key' parameter. "
+                               "Visit https://xeno-canto.org/account to retrieve your API key."}, 401)
+        query = q.get("query", "")
+        if not XC_TAG.search(query):
+            return self._json({"error": "client_error", "message": "Query must contain at least one tag."}, 400)
+        per_page = max(50, min(500, int(q.get("per_page", 100))))
+        page = max(1, int(q.get("page", 1)))
+        recs = [r for r in st.archive.xc if ("xc", r.id) not in st.hidden and xc_filter(query, r)]
+        pages = max(1, -(-len(recs) // per_page))
+        chunk = recs[(page - 1) * per_page: page * per_page]
+        self._json({"numRecordings": str(len(recs)), "numSpecies": str(len({r.species.name for r in recs})),
+                    "page": page, "numPages": pages, "recordings": [formats.xc_recording(r, base) for r in chunk]})
+
+    def xc_download(self, st, base, q, rid) -> None:
+        got = st.audio("xc", int(rid))
+        if got is None:
+            return self._send(404, b"<html><body>Not found</body></html>", "text/html")
+        self._send(200, got[0], got[1])
+
+    def inat_observations(self, st, base, q) -> None:
+        per_page = max(1, min(200, int(q.get("per_page", 30))))
+        obs = [o for o in st.archive.inat if ("inat", o.id) not in st.hidden]
+        if q.get("sounds") == "true":
+            obs = [o for o in obs if o.sounds]
+        if q.get("photos") == "true":
+            obs = [o for o in obs if o.photos]
+        if "taxon_id" in q:
+            want = {int(t) for t in q["taxon_id"].split(",")}
+            obs = [o for o in obs if want & set(formats.inat_taxon(o.species)["ancestor_ids"])]
+        if "id" in q:
+            ids = {int(i) for i in q["id"].split(",")}
+            obs = [o for o in obs if o.id in ids]
+        if "updated_since" in q:
+            obs = [o for o in obs if o.updated >= q["updated_since"]]
+        if "id_above" in q:
+            obs = [o for o in obs if o.id > int(q["id_above"])]
+        if q.get("order_by") == "id" and q.get("order") == "desc":
+            obs = obs[::-1]
+        page = max(1, int(q.get("page", 1)))
+        if page * per_page > 10000:
+            return self._json({"error": "You reached the maximum number of results (10000)", "status": 422}, 422)
+        chunk = obs[(page - 1) * per_page: page * per_page]
+        self._json({"total_results": len(obs), "page": page, "per_page": per_page,
+                    "results": [formats.inat_observation(o, base) for o in chunk]})
+
+    def inat_taxon(self, st, base, q, tid) -> None:
+        sp = st.by_inat.get(int(tid))
+        if sp is None:
+            return self._json({"total_results": 0, "page": 1, "per_page": 30, "results": []})
+        self._json({"total_results": 1, "page": 1, "per_page": 1, "results": [formats.inat_taxon(sp, True)]})
+
+    def inat_taxa(self, st, base, q) -> None:
+        needle = q.get("q", "").lower()
+        hits = [s for s in st.archive.species if needle and (needle in s.name.lower() or needle in s.common.lower())]
+        self._json({"total_results": len(hits), "page": 1, "per_page": 30,
+                    "results": [formats.inat_taxon(s, True) for s in hits[:30]]})
+
+    def inat_sound(self, st, base, q, sid, ext) -> None:
+        got = st.audio("inat", int(sid))
+        if got is None:
+            return self._json({"error": "Not found", "status": 404}, 404)
+        self._send(200, got[0], got[1])
+
+    def inat_photo(self, st, base, q, pid, size, ext) -> None:
+        body = st.image("inat", int(pid), formats.INAT_SIZES.get(size))
+        if body is None:
+            return self._json({"error": "Not found", "status": 404}, 404)
+        self._send(200, body, "image/jpeg")
+
+    def ml_search(self, st, base, q) -> None:
+        mtype = q.get("mediaType", "audio")
+        items = st.archive.ml_audio if mtype == "audio" else st.archive.ml_photos if mtype == "photo" else []
+        items = [i for i in items if ("ml", i.id) not in st.hidden]
+        if q.get("taxonCode"):
+            codes = set(q["taxonCode"].split(","))
+            items = [i for i in items if i.species.code in codes]
+        count = max(1, min(100, int(q.get("count", 30))))
+        offset = int(base64.urlsafe_b64decode(q["initialCursorMark"]).decode()) if q.get("initialCursorMark") else 0
+        chunk = items[offset: offset + count]
+        nxt = base64.urlsafe_b64encode(str(offset + len(chunk)).encode()).decode()
+        self._json({"results": {"count": len(items), "nextCursorMark": nxt,
+                                "content": [formats.ml_item(i) for i in chunk]}})
+
+    def ml_image(self, st, base, q, aid, size) -> None:
+        body = st.image("ml", int(aid), int(size))
+        if body is None:
+            return self._send(404, b"", "text/plain")
+        self._send(200, body, "image/jpeg")
+
+    def ml_audio(self, st, base, q, aid) -> None:
+        got = st.audio("ml", int(aid))
+        if got is None:
+            return self._send(404, b"", "text/plain")
+        self._send(200, got[0], "audio/mpeg")
+
+    def gbif_match(self, st, base, q) -> None:
+        name = " ".join(q.get("name", "").split()[:2]).lower()
+        sp = st.by_name.get(name)
+        genus = name.split()[0].capitalize() if name else None
+        known_genus = genus if genus and any(s.genus == genus for s in st.archive.species) else None
+        self._json(formats.gbif_match(sp, None if sp else known_genus))
+
+
+ROUTES = [
+    (r"/", Handler.index),
+    (r"/_stats", Handler.stats),
+    (r"/api/3/recordings", Handler.xc_recordings),
+    (r"/(\d+)/download", Handler.xc_download),
+    (r"/v1/observations", Handler.inat_observations),
+    (r"/v1/taxa/(\d+)", Handler.inat_taxon),
+    (r"/v1/taxa", Handler.inat_taxa),
+    (r"/sounds/(\d+)\.(mp3|wav|m4a)", Handler.inat_sound),
+    (r"/photos/(\d+)/(square|small|medium|large|original)\.(jpe?g|png)", Handler.inat_photo),
+    (r"/api/v1/search", Handler.ml_search),
+    (r"/api/v1/asset/(\d+)/(320|480|640|900|1200|1800|2400)", Handler.ml_image),
+    (r"/api/v2/asset/(\d+)/mp3", Handler.ml_audio),
+    (r"/v1/species/match", Handler.gbif_match),
+]
+
+
+def make_server(host: str = "127.0.0.1", port: int = 0, **kwargs) -> tuple[ThreadingHTTPServer, SampleArchive]:
+    state = SampleArchive(**kwargs)
+    handler = type("SampleHandler", (Handler,), {"state": state})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server, state
+
+
+def start_in_thread(**kwargs) -> tuple[ThreadingHTTPServer, SampleArchive, str]:
+    """A server on a free port in a background thread; returns its base URL."""
+    server, state = make_server(**kwargs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    return server, state, f"http://{host}:{port}"

@@ -1,0 +1,129 @@
+"""The sample archive's taxonomy: real species in a real tree (class to species).
+
+Ids are generated (stable, but not the archives' real ids); names and the tree
+are real.  Each family carries a sound band and an image palette, each genus a
+call pattern and a shape, so media follow the tree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# family: (class, order, band_lo_hz, band_hi_hz, hue 0-360)
+FAMILIES = {
+    "Paridae": ("Aves", "Passeriformes", 2600, 5200, 210),
+    "Turdidae": ("Aves", "Passeriformes", 1300, 2800, 30),
+    "Fringillidae": ("Aves", "Passeriformes", 5200, 8800, 55),
+    "Strigidae": ("Aves", "Strigiformes", 250, 900, 280),
+    "Hylidae": ("Amphibia", "Anura", 900, 2400, 120),
+}
+# genus: (family, call pattern, shape)
+GENERA = {
+    "Parus": ("Paridae", "whistle", "circle"),
+    "Cyanistes": ("Paridae", "trill", "triangle"),
+    "Poecile": ("Paridae", "sweep_down", "square"),
+    "Periparus": ("Paridae", "warble", "diamond"),
+    "Turdus": ("Turdidae", "warble", "circle"),
+    "Catharus": ("Turdidae", "sweep_up", "triangle"),
+    "Sialia": ("Turdidae", "whistle", "square"),
+    "Fringilla": ("Fringillidae", "trill", "circle"),
+    "Spinus": ("Fringillidae", "sweep_down", "diamond"),
+    "Haemorhous": ("Fringillidae", "warble", "square"),
+    "Strix": ("Strigidae", "harmonic", "circle"),
+    "Bubo": ("Strigidae", "sweep_down", "square"),
+    "Athene": ("Strigidae", "trill", "triangle"),
+    "Hyla": ("Hylidae", "buzz", "circle"),
+    "Dryophytes": ("Hylidae", "trill", "diamond"),
+    "Pseudacris": ("Hylidae", "sweep_up", "triangle"),
+}
+# (scientific name, common name, eBird-style code or None)
+SPECIES = [
+    ("Parus major", "Great Tit", "greti1"),
+    ("Parus minor", "Japanese Tit", "japtit1"),
+    ("Cyanistes caeruleus", "Eurasian Blue Tit", "eurbtit1"),
+    ("Cyanistes cyanus", "Azure Tit", "azutit1"),
+    ("Poecile atricapillus", "Black-capped Chickadee", "bkcchi"),
+    ("Poecile carolinensis", "Carolina Chickadee", "carchi"),
+    ("Poecile palustris", "Marsh Tit", "martit2"),
+    ("Periparus ater", "Coal Tit", "coatit2"),
+    ("Turdus merula", "Eurasian Blackbird", "eurbla"),
+    ("Turdus philomelos", "Song Thrush", "sonthr1"),
+    ("Turdus migratorius", "American Robin", "amerob"),
+    ("Turdus viscivorus", "Mistle Thrush", "misthr1"),
+    ("Catharus guttatus", "Hermit Thrush", "herthr"),
+    ("Catharus ustulatus", "Swainson's Thrush", "swathr"),
+    ("Sialia sialis", "Eastern Bluebird", "easblu"),
+    ("Sialia mexicana", "Western Bluebird", "wesblu"),
+    ("Fringilla coelebs", "Common Chaffinch", "comcha"),
+    ("Fringilla montifringilla", "Brambling", "brambl"),
+    ("Spinus spinus", "Eurasian Siskin", "eursis"),
+    ("Spinus tristis", "American Goldfinch", "amegfi"),
+    ("Spinus pinus", "Pine Siskin", "pinsis"),
+    ("Haemorhous mexicanus", "House Finch", "houfin"),
+    ("Haemorhous purpureus", "Purple Finch", "purfin"),
+    ("Strix aluco", "Tawny Owl", "tawowl1"),
+    ("Strix varia", "Barred Owl", "brdowl"),
+    ("Bubo bubo", "Eurasian Eagle-Owl", "eueowl1"),
+    ("Bubo virginianus", "Great Horned Owl", "grhowl"),
+    ("Athene noctua", "Little Owl", "litowl1"),
+    ("Hyla arborea", "European Tree Frog", None),
+    ("Dryophytes versicolor", "Gray Treefrog", None),
+    ("Dryophytes chrysoscelis", "Cope's Gray Treefrog", None),
+    ("Dryophytes cinereus", "Green Treefrog", None),
+    ("Pseudacris crucifer", "Spring Peeper", None),
+    ("Pseudacris regilla", "Pacific Treefrog", None),
+]
+# iNaturalist's real ids for the upper ranks; lower ranks get generated ids.
+INAT_UPPER = {"Life": 48460, "Animalia": 1, "Chordata": 2, "Aves": 3, "Amphibia": 20978}
+
+
+@dataclass(frozen=True)
+class Species:
+    index: int
+    name: str
+    common: str
+    code: str | None
+    genus: str
+    family: str
+    order: str
+    klass: str
+    pattern: str
+    shape: str
+    band: tuple[int, int]
+    hue: int
+    inat_id: int
+    gbif_key: int
+
+    @property
+    def epithet(self) -> str:
+        return self.name.split()[1]
+
+    @property
+    def group(self) -> str:
+        return "birds" if self.klass == "Aves" else "frogs"
+
+
+def _ids(names: list[str], start: int) -> dict[str, int]:
+    return {n: start + i for i, n in enumerate(names)}
+
+
+ORDERS = sorted({v[1] for v in FAMILIES.values()})
+INAT_IDS = {**INAT_UPPER, **_ids(ORDERS, 910000), **_ids(sorted(FAMILIES), 920000), **_ids(sorted(GENERA), 930000)}
+GBIF_KEYS = {"Animalia": 1, "Chordata": 44, "Aves": 212, "Amphibia": 131,
+             **_ids(ORDERS, 7000100), **_ids(sorted(FAMILIES), 7000200), **_ids(sorted(GENERA), 7000300)}
+
+
+def all_species() -> list[Species]:
+    out = []
+    for i, (name, common, code) in enumerate(SPECIES):
+        genus = name.split()[0]
+        family, pattern, shape = GENERA[genus]
+        klass, order, lo, hi, hue = FAMILIES[family]
+        out.append(Species(i, name, common, code, genus, family, order, klass, pattern, shape,
+                           (lo, hi), hue, 940000 + i, 7100000 + i))
+    return out
+
+
+def lineage(sp: Species) -> list[tuple[str, str]]:
+    """(rank, name) from kingdom to species."""
+    return [("kingdom", "Animalia"), ("phylum", "Chordata"), ("class", sp.klass), ("order", sp.order),
+            ("family", sp.family), ("genus", sp.genus), ("species", sp.name)]

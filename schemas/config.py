@@ -1,0 +1,169 @@
+"""The build configuration: one typed, frozen object loaded from YAML.
+
+`${VAR}` and `${VAR:-default}` in YAML strings are expanded from the
+environment at load time, so base URLs can vary per machine.  Secrets are
+never read into the config: a source names the *environment variable* that
+holds its key (`api_key_env`), and the key is read when a request is made.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SOURCES = ("xeno-canto", "inaturalist", "macaulay", "gbif")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line before any work starts."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceConfig(_Frozen):
+    name: Literal["xeno-canto", "inaturalist", "macaulay", "gbif"]
+    base_url: str
+    media_base_url: str | None = None      # Macaulay's asset CDN, when not base_url
+    queries: list[Any] = Field(min_length=1)
+    per_page: int = Field(100, ge=1, le=500)
+    max_pages: int | None = Field(None, ge=1)
+    api_key_env: str | None = None         # e.g. XC_API_KEY; the value never enters the config
+    license_override: str | None = None    # only with written permission from the archive
+    requests_per_second: float | None = Field(None, gt=0)
+
+    @field_validator("base_url", "media_base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"not an http(s) URL: {v!r}")
+        return v.rstrip("/") if v else v
+
+
+class TaxonomyConfig(_Frozen):
+    gbif_base_url: str | None = None       # species/match for lineage; None: archives' own taxa
+
+
+class MediaConfig(_Frozen):
+    sample_rate: int = 48000
+    clip_seconds: float = Field(10.0, gt=0)
+    max_clips_per_recording: int = Field(3, ge=1)
+    min_seconds: float = Field(1.0, ge=0)
+    min_source_rate: int = Field(8000, ge=1)
+    image_size: int = Field(256, ge=16)
+
+
+class LicenseConfig(_Frozen):
+    allow: list[str] = ["CC0-1.0", "CC-BY-*", "CC-BY-SA-*", "CC-BY-NC-*", "CC-BY-NC-SA-*"]
+
+
+class SplitConfig(_Frozen):
+    unseen_fraction: float = Field(0.2, ge=0, lt=1)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    salt: str = "bestiary-v1"
+
+
+class ShardConfig(_Frozen):
+    samples_per_shard: int = Field(1000, ge=1)
+    min_shards_per_split: int = Field(1, ge=1)
+
+
+class CaptionConfig(_Frozen):
+    default: Literal["common", "scientific", "taxonomy", "scientific_common", "taxonomy_common"] = "taxonomy_common"
+
+
+class RunnerConfig(_Frozen):
+    mode: Literal["in_memory", "multi_processing", "multi_threading"] = "in_memory"
+    workers: int = Field(1, ge=1)
+
+
+class BuildConfig(_Frozen):
+    out: str
+    sources: list[SourceConfig] = Field(min_length=1)
+    taxonomy: TaxonomyConfig = TaxonomyConfig()
+    media: MediaConfig = MediaConfig()
+    licenses: LicenseConfig = LicenseConfig()
+    splits: SplitConfig = SplitConfig()
+    shards: ShardConfig = ShardConfig()
+    captions: CaptionConfig = CaptionConfig()
+    runner: RunnerConfig = RunnerConfig()
+    seed: int = 0
+
+    def fingerprint(self, *sections: str) -> str:
+        """A short hash of the named sections (all when none): stage outputs record it."""
+        data = self.model_dump(mode="json")
+        if sections:
+            data = {s: data[s] for s in sections}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any) -> Any:
+    """Expand ${VAR} / ${VAR:-default} in every string of a YAML tree."""
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            got = os.environ.get(m.group(1))
+            if got is None:
+                if m.group(2) is None:
+                    raise ConfigError(f"environment variable {m.group(1)} is not set")
+                return m.group(2)
+            return got
+        return _ENV.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v) for k, v in value.items()}
+    return value
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    if first["type"] == "missing":
+        return f"missing required field '{where}'"
+    if first["type"] == "literal_error" and first["loc"][-1] == "name":
+        return f"unknown source {first['input']!r} at '{where}' (known: {', '.join(SOURCES)})"
+    if first["type"] == "extra_forbidden":
+        return f"unknown field '{where}'"
+    return f"'{where}': {first['msg']}"
+
+
+def parse_config(data: Any, base_dir: Path | None = None) -> BuildConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("config must be a YAML mapping")
+    data = expand_env(data)
+    try:
+        cfg = BuildConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+    if base_dir is not None and not Path(cfg.out).is_absolute() and "://" not in cfg.out:
+        cfg = cfg.model_copy(update={"out": str((base_dir / cfg.out).resolve())})
+    return cfg
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Load and validate a YAML config; `overrides` are dotted keys (`out`, `shards.samples_per_shard`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML ({err.__class__.__name__})") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_config(data, base_dir=Path.cwd())

@@ -1,0 +1,84 @@
+"""Catalog, reject and taxon records: column names and their Arrow schemas.
+
+The catalog is one row per media item (an audio recording or an image).  Rows
+are plain dicts so the pure functions that make them stay easy to test; the
+schemas here fix column order and types when they are written to Parquet.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+CATALOG_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("key", pa.string()),            # "{source}:{source_id}"
+    ("source", pa.string()),
+    ("source_id", pa.string()),
+    ("observation_id", pa.string()),
+    ("media_type", pa.string()),     # "audio" | "image"
+    ("media_url", pa.string()),
+    ("media_format", pa.string()),   # content type or extension as the archive said
+    ("scientific_name", pa.string()),
+    ("common_name", pa.string()),
+    ("taxon_id", pa.string()),       # the archive's own taxon id or code
+    ("license", pa.string()),        # SPDX-style id or "unknown"
+    ("license_url", pa.string()),
+    ("attribution", pa.string()),
+    ("recordist", pa.string()),
+    ("lat", pa.float64()),
+    ("lon", pa.float64()),
+    ("country", pa.string()),
+    ("recorded_on", pa.string()),    # ISO date or null
+    ("duration_s", pa.float64()),
+    ("quality", pa.string()),
+    ("sound_type", pa.string()),
+    ("remarks", pa.string()),
+    ("background_species", pa.list_(pa.string())),
+    ("updated_at", pa.string()),
+    ("raw", pa.string()),            # the original record as JSON text
+]
+CATALOG_SCHEMA = pa.schema(CATALOG_FIELDS)
+CATALOG_COLUMNS = [name for name, _ in CATALOG_FIELDS]
+
+REJECT_FIELDS = [
+    ("key", pa.string()),
+    ("stage", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+]
+REJECT_SCHEMA = pa.schema(REJECT_FIELDS)
+
+TAXON_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
+
+TAXON_FIELDS = [
+    ("name_key", pa.string()),       # normalised name as looked up
+    ("taxon_id", pa.string()),       # accepted taxon id (GBIF usage key or archive id)
+    ("accepted_name", pa.string()),
+    ("rank", pa.string()),
+    ("method", pa.string()),         # how the name was resolved
+    ("common_name", pa.string()),
+] + [(r, pa.string()) for r in TAXON_RANKS] + [(f"{r}_id", pa.string()) for r in TAXON_RANKS]
+TAXON_SCHEMA = pa.schema(TAXON_FIELDS)
+
+CAPTION_FIELDS = [
+    ("key", pa.string()),
+    ("default", pa.string()),
+    ("captions", pa.string()),       # JSON list of {"kind", "text"}
+]
+CAPTION_SCHEMA = pa.schema(CAPTION_FIELDS)
+
+
+def empty_catalog_row() -> dict:
+    """A row with every catalog column present and null."""
+    row = {name: None for name in CATALOG_COLUMNS}
+    row["background_species"] = []
+    return row
+
+
+def reject(key: str, stage: str, reason: str, detail: str = "") -> dict:
+    """A reject row: every dropped record ends as one of these."""
+    return {"key": key, "stage": stage, "reason": reason, "detail": detail[:500]}
+
+
+def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows to a table with exactly the schema's columns, in its order."""
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.Table.from_pydict(cols, schema=schema)

@@ -1,0 +1,117 @@
+"""`bestiary eval`: zero-shot species classification and cross-modal retrieval, with chance levels.
+
+The metric functions are pure (numpy in, numbers out) and tested on
+hand-built embeddings; `evaluate` embeds the eval splits and calls them.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from bestiary.captioning.templates import KINDS, class_prompt, fields_for
+from bestiary.training.data import DataConfig, make_loader
+from bestiary.training.train import load_model
+
+
+def topk_hits(scores: np.ndarray, target: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Share of rows whose target column is among the k highest scores (ties count against)."""
+    true = scores[np.arange(len(target)), target][:, None]
+    rank = (scores > true).sum(axis=1)  # how many beat the right answer
+    return {f"top{k}": float(np.mean(rank < k)) for k in ks}
+
+
+def zero_shot(audio: np.ndarray, labels: list[str], class_names: list[str], class_emb: np.ndarray,
+              ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Audio embeddings against one text embedding per class; chance is k / classes."""
+    index = {c: i for i, c in enumerate(class_names)}
+    target = np.array([index[lab] for lab in labels])
+    out = topk_hits(audio @ class_emb.T, target, ks)
+    out.update({f"chance_top{k}": min(1.0, k / len(class_names)) for k in ks})
+    out["classes"], out["queries"] = len(class_names), len(labels)
+    return out
+
+
+def taxon_retrieval(query: np.ndarray, query_taxa: list[str], cand: np.ndarray, cand_taxa: list[str],
+                    n_candidates: int = 100, ks: tuple[int, ...] = (1, 5), seed: int = 0) -> dict[str, float]:
+    """BioVITA-style retrieval: each query ranks `n_candidates` taxa (its own and others drawn
+    deterministically); a taxon's score is the maximum cosine over its candidate samples."""
+    taxa = sorted(set(cand_taxa))
+    members = {t: np.array([i for i, c in enumerate(cand_taxa) if c == t]) for t in taxa}
+    sims = query @ cand.T
+    rng = np.random.default_rng(seed)
+    hits = {k: 0 for k in ks}
+    n = min(n_candidates, len(taxa))
+    for qi, true in enumerate(query_taxa):
+        others = [t for t in taxa if t != true]
+        drawn = [others[i] for i in rng.permutation(len(others))[: n - 1]]
+        scores = np.array([sims[qi, members[t]].max() for t in [true] + drawn])
+        rank = int((scores[1:] > scores[0]).sum())
+        for k in ks:
+            hits[k] += rank < k
+    out = {f"top{k}": hits[k] / max(1, len(query_taxa)) for k in ks}
+    out.update({f"chance_top{k}": min(1.0, k / n) for k in ks})
+    out["candidates"], out["queries"] = n, len(query_taxa)
+    return out
+
+
+@torch.no_grad()
+def embed_split(model, tok, shards_dir: str, split: str, batch_size: int = 32, image_size: int = 64) -> dict:
+    cfg = DataConfig(shards_dir, (split,), batch_size, 0, int(model.cfg.sample_rate * 10), image_size, train=False)
+    out = {"audio": [], "image": [], "species": [], "meta": []}
+    for batch in make_loader(cfg):
+        out["audio"].append(model.encode_audio(batch["audio"]).numpy())
+        out["image"].append(model.encode_image(batch["image"]).numpy())
+        out["species"] += batch["species"]
+        out["meta"] += batch["meta"]
+    out["audio"] = np.concatenate(out["audio"]) if out["audio"] else np.zeros((0, model.cfg.embed_dim))
+    out["image"] = np.concatenate(out["image"]) if out["image"] else np.zeros((0, model.cfg.embed_dim))
+    return out
+
+
+@torch.no_grad()
+def class_embeddings(model, tok, metas: list[dict], kind: str) -> tuple[list[str], np.ndarray]:
+    info = {}
+    for m in metas:
+        t = m["taxon"]
+        info.setdefault(t["accepted_name"], fields_for(t["accepted_name"], t.get("common_name"), t["lineage"]))
+    names = sorted(info)
+    prompts = [class_prompt(kind, info[n]) for n in names]
+    return names, model.encode_text(tok.encode(prompts)).numpy()
+
+
+def evaluate(checkpoint: str, shards_dir: str, splits: dict[str, str] | None = None) -> dict:
+    model, tok, state = load_model(checkpoint)
+    image_size = state["train_config"].get("image_size", 64)
+    splits = splits or {"seen": "test", "unseen": "unseen"}
+    report: dict = {"checkpoint": checkpoint, "step": state["step"], "zero_shot": {}, "retrieval": {}}
+    for label, split in splits.items():
+        emb = embed_split(model, tok, shards_dir, split, image_size=image_size)
+        if not emb["species"]:
+            continue
+        report["zero_shot"][label] = {}
+        for kind in KINDS:
+            names, cls = class_embeddings(model, tok, emb["meta"], kind)
+            report["zero_shot"][label][kind] = zero_shot(emb["audio"], emb["species"], names, cls)
+        report["retrieval"][label] = {"audio_to_image_species": taxon_retrieval(
+            emb["audio"], emb["species"], emb["image"], emb["species"])}
+    return report
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'task':52s} {'top1':>7s} {'chance':>7s} {'top5':>7s} {'chance':>7s}"]
+    for label, kinds in report["zero_shot"].items():
+        for kind, r in kinds.items():
+            lines.append(f"{'zero-shot ' + label + ' (' + kind + ', ' + str(r['classes']) + ' species)':44s} "
+                         f"{r['top1']:7.3f} {r['chance_top1']:7.3f} {r['top5']:7.3f} {r['chance_top5']:7.3f}")
+    for label, tasks in report["retrieval"].items():
+        for task, r in tasks.items():
+            lines.append(f"{task.replace('_', ' ') + ' ' + label + ' (' + str(r['candidates']) + ' taxa)':44s} "
+                         f"{r['top1']:7.3f} {r['chance_top1']:7.3f} {r['top5']:7.3f} {r['chance_top5']:7.3f}")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, path: str) -> None:
+    with open(path, "w") as fh:
+        json.dump(report, fh, indent=2, sort_keys=True)
