@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,9 @@ STAGE_SECTIONS = {"crawl": ("sources",), "enrich": ("taxonomy",), "caption": ("c
 
 def preflight(cfg: BuildConfig, timeout: float = 5.0) -> None:
     """Every base URL answers (any HTTP status) before work starts; else one clear ConfigError."""
+    for s in cfg.sources:
+        if s.api_key_env and not os.environ.get(s.api_key_env):
+            raise ConfigError(f"{s.name} needs an API key in the environment variable {s.api_key_env}, which is not set")
     urls = [(s.name, s.base_url) for s in cfg.sources]
     if cfg.taxonomy.gbif_base_url:
         urls.append(("gbif", cfg.taxonomy.gbif_base_url))

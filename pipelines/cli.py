@@ -58,6 +58,10 @@ def _run_build(a, only) -> int:
         print(f"{stats['shard']['samples']} samples in {stats['shard']['shards']} shards -> {cfg.out}/shards; "
               f"records crawled {acc['records_crawled']} = in samples {acc['recordings_in_samples']} + "
               f"rejected {acc['records_rejected']} (balanced: {acc['balanced']})")
+        failed = stats["crawl"].get("partitions_failed")
+        if failed:
+            print(f"bestiary: warning: crawl partitions stopped early: {', '.join(failed)} "
+                  f"(see {cfg.out}/rejects.parquet; rerun to resume them)", file=sys.stderr)
     else:
         print(f"stages {', '.join(only)} done -> {cfg.out}")
     return 0
@@ -94,8 +98,11 @@ def cmd_train(a) -> int:
                                     "image_text": 0.0 if a.audio_text_only else 1.0},
                       model=ModelConfig(embed_dim=a.embed_dim, width=a.width))
     result = train(cfg, resume=a.resume)
-    print(f"trained {result['steps']} steps, loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}; "
-          f"checkpoint {result['checkpoint']}")
+    if result["first_loss"] is None:
+        print(f"already trained {result['steps']} steps; checkpoint {result['checkpoint']}")
+    else:
+        print(f"trained to step {result['steps']}, loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}; "
+              f"checkpoint {result['checkpoint']}")
     return 0
 
 
@@ -181,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:  # Beam warns about Google Cloud clients we never use
+        handler.addFilter(lambda rec: not str(rec.msg).startswith("apitools not found"))
     try:
         return args.fn(args)
     except ConfigError as err:

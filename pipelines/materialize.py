@@ -13,6 +13,7 @@ import io as _io
 import json
 import logging
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 
@@ -80,15 +81,36 @@ class MaterializeShard(beam.DoFn):
         self.client = HttpClient()
         self.cache = MediaCache(io.join(self.cfg.out, "cache", "media"))
 
+    def prefetch(self, records: list[dict], threads: int = 8) -> dict[str, FetchError]:
+        """Download a shard's media into the cache concurrently (the rate limiter still applies);
+        returns the URLs that failed for good, so they are not tried twice."""
+        jobs = {r["media_url"]: AUDIO_TYPES for r in records} | {r["image_url"]: IMAGE_TYPES for r in records}
+
+        def one(item):
+            url, expect = item
+            try:
+                self.cache.fetch(self.client, url, expect=expect)
+                return url, None
+            except FetchError as err:
+                return url, err
+
+        with ThreadPoolExecutor(threads) as pool:
+            return {url: err for url, err in pool.map(one, sorted(jobs.items())) if err is not None}
+
+    def _fetch(self, url: str, expect: tuple[str, ...]) -> bytes:
+        if url in self.failed:
+            raise self.failed[url]
+        return self.cache.fetch(self.client, url, expect=expect)
+
     def _image(self, rec: dict) -> tuple[bytes, dict]:
-        raw = self.cache.fetch(self.client, rec["image_url"], expect=IMAGE_TYPES)
+        raw = self._fetch(rec["image_url"], IMAGE_TYPES)
         jpg, size = prepare_image(raw, self.cfg.media.image_size)
         return jpg, {"key": rec["image_key"], "pairing": rec["pairing"], "license": rec["image_license"],
                      "attribution": rec["image_attribution"], "original_size": list(size)}
 
     def _record(self, rec: dict, image_cache: dict) -> list[tuple[str, dict[str, bytes]]]:
         m = self.cfg.media
-        raw = self.cache.fetch(self.client, rec["media_url"], expect=AUDIO_TYPES)
+        raw = self._fetch(rec["media_url"], AUDIO_TYPES)
         info, clips = make_clips(raw, m.sample_rate, m.clip_seconds, m.max_clips_per_recording,
                                  m.min_seconds, m.min_source_rate)
         if rec["image_key"] not in image_cache:
@@ -112,6 +134,7 @@ class MaterializeShard(beam.DoFn):
             if stats.get("task_fingerprint") == fp:
                 yield stats
                 return
+        self.failed = self.prefetch(task["records"])
         samples, rejects, recs_ok, image_cache = [], [], [], {}
         for rec in task["records"]:
             try:

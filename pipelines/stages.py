@@ -42,6 +42,7 @@ def _write_crawl(_, cfg: BuildConfig, rows: list[dict], rejects: list[dict], raw
     io.write_json(path(cfg, "work", "stats-crawl.json"), {
         "raw_records": raw_count, "catalog_rows": len(rows), "duplicates_dropped": norm_count - len(rows),
         "audio_items": len(audio), "image_items": len(images), "rejects": len(rejects),
+        "partitions_failed": sorted(r["key"].removeprefix("partition:") for r in rejects if r["key"].startswith("partition:")),
         "by_source": dict(sorted(Counter(f"{r['source']}/{r['media_type']}" for r in rows).items())),
     })
 

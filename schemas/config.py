@@ -98,10 +98,11 @@ class BuildConfig(_Frozen):
     seed: int = 0
 
     def fingerprint(self, *sections: str) -> str:
-        """A short hash of the named sections (all when none): stage outputs record it."""
+        """A short hash of the named sections (all that shape the output when none): stage outputs record it.
+
+        Where the output goes (`out`) and how it is run (`runner`) do not change it."""
         data = self.model_dump(mode="json")
-        if sections:
-            data = {s: data[s] for s in sections}
+        data = {s: data[s] for s in sections} if sections else {k: v for k, v in data.items() if k not in ("out", "runner")}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -103,11 +103,11 @@ def format_table(report: dict) -> str:
     lines = [f"{'task':52s} {'top1':>7s} {'chance':>7s} {'top5':>7s} {'chance':>7s}"]
     for label, kinds in report["zero_shot"].items():
         for kind, r in kinds.items():
-            lines.append(f"{'zero-shot ' + label + ' (' + kind + ', ' + str(r['classes']) + ' species)':44s} "
+            lines.append(f"{'zero-shot ' + label + ' (' + kind + ', ' + str(r['classes']) + ' species)':52s} "
                          f"{r['top1']:7.3f} {r['chance_top1']:7.3f} {r['top5']:7.3f} {r['chance_top5']:7.3f}")
     for label, tasks in report["retrieval"].items():
         for task, r in tasks.items():
-            lines.append(f"{task.replace('_', ' ') + ' ' + label + ' (' + str(r['candidates']) + ' taxa)':44s} "
+            lines.append(f"{task.replace('_', ' ') + ' ' + label + ' (' + str(r['candidates']) + ' taxa)':52s} "
                          f"{r['top1']:7.3f} {r['chance_top1']:7.3f} {r['top5']:7.3f} {r['chance_top5']:7.3f}")
     return "\n".join(lines)
 

@@ -1,0 +1,62 @@
+"""Shared fixtures: the sample archive server (once per session), the real fixtures, a tiny build."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+TEST_KEY = "test-key-not-a-secret-0123456789"
+
+
+def fixture_path(*parts: str) -> Path:
+    p = FIXTURES.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real fixture {p} not available")
+    return p
+
+
+@pytest.fixture(scope="session")
+def archive_server():
+    """The sample archive on a free port of 127.0.0.1, serving for the whole session."""
+    from bestiary.sample_archive.server import start_in_thread
+    server, state, url = start_in_thread(seed=7)
+    yield state, url
+    server.shutdown()
+    server.server_close()
+
+
+def tiny_config(url: str, out: str, **extra) -> dict:
+    """The owls (Strigidae) from all three archives: 5 species, two of them unseen."""
+    owls = "tawowl1,brdowl,eueowl1,grhowl,litowl1"
+    cfg = {
+        "out": out,
+        "sources": [
+            {"name": "xeno-canto", "base_url": url, "api_key_env": "XC_API_KEY",
+             "queries": ["gen:Strix", "gen:Bubo", "gen:Athene"], "per_page": 50},
+            {"name": "inaturalist", "base_url": url, "per_page": 5,
+             "queries": [{"sounds": "true", "taxon_id": 920003}, {"photos": "true", "taxon_id": 920003}]},
+            {"name": "macaulay", "base_url": url, "license_override": "CC-BY-NC-4.0", "per_page": 4,
+             "queries": [{"taxonCode": owls, "mediaType": "audio"}, {"taxonCode": owls, "mediaType": "photo"}]},
+        ],
+        "taxonomy": {"gbif_base_url": url},
+        "media": {"max_clips_per_recording": 2, "image_size": 96},
+        "shards": {"samples_per_shard": 16, "min_shards_per_split": 2},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_build(archive_server, tmp_path_factory):
+    """One real build of the tiny config (crawl, enrich, caption, shard) shared by tests that read it."""
+    from bestiary.pipelines.build import build
+    from bestiary.schemas.config import parse_config
+    _, url = archive_server
+    out = str(tmp_path_factory.mktemp("tiny") / "out")
+    os.environ["XC_API_KEY"] = TEST_KEY
+    cfg = parse_config(tiny_config(url, out))
+    stats = build(cfg)
+    return cfg, stats
