@@ -135,11 +135,14 @@ def energy_envelope(source: _Source) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def select_windows(envelope: np.ndarray, clip_hops: int, max_clips: int, min_ratio: float = 0.05) -> list[int]:
-    """Start hops of up to `max_clips` non-overlapping windows with the most energy.
+def select_windows(envelope: np.ndarray, clip_hops: int, max_clips: int, min_ratio: float = 0.25) -> list[int]:
+    """Start hops of up to `max_clips` non-overlapping windows that hold the most energy.
 
-    A window whose energy is below `min_ratio` of the best one is mostly
-    silence and is not taken.  Pure and deterministic (ties go to the earlier).
+    Each window is worth its energy minus `min_ratio` x the loudest window's, so
+    a window is taken only when it is salient (mostly silence, or a sliver of a
+    call another window already holds, is not worth it).  The placement with the
+    most total worth wins (dynamic programming over hops, O(hops x clips)), so a
+    loud call in the middle does not crowd out a second clip.  Pure, deterministic.
     """
     n = len(envelope)
     if n == 0:
@@ -147,16 +150,33 @@ def select_windows(envelope: np.ndarray, clip_hops: int, max_clips: int, min_rat
     if n <= clip_hops:
         return [0]
     csum = np.concatenate([[0.0], np.cumsum(envelope, dtype=np.float64)])
-    scores = csum[clip_hops:] - csum[:-clip_hops]
-    order = np.argsort(-scores, kind="stable")
-    best = scores[order[0]]
-    chosen: list[int] = []
-    for start in order:
-        if len(chosen) >= max_clips or scores[start] < best * min_ratio:
-            break
-        if all(abs(int(start) - c) >= clip_hops for c in chosen):
-            chosen.append(int(start))
-    return sorted(chosen)
+    scores = csum[clip_hops:] - csum[:-clip_hops]          # energy of the window starting at hop i
+    worth = scores - scores.max() * min_ratio
+    m, neg = len(scores), -np.inf
+    # best[k, i]: most worth from k windows that all start before hop i
+    best = np.full((max_clips + 1, m + 1), neg)
+    best[0, :] = 0.0
+    take = np.zeros_like(best, dtype=bool)
+    for k in range(1, max_clips + 1):
+        for i in range(1, m + 1):
+            start = i - 1
+            prev = best[k - 1, max(0, start - clip_hops + 1)] if k > 1 else 0.0
+            with_it = prev + worth[start] if worth[start] > 0 and prev > neg else neg
+            if with_it > best[k, i - 1]:
+                best[k, i], take[k, i] = with_it, True
+            else:
+                best[k, i] = best[k, i - 1]
+    k = int(np.argmax(best[:, m]))
+    if k == 0:  # only when every window is equal: take the first
+        return [0]
+    starts, i = [], m
+    while k > 0 and i > 0:
+        if take[k, i]:
+            starts.append(i - 1)
+            i, k = max(0, i - clip_hops), k - 1
+        else:
+            i -= 1
+    return sorted(starts)
 
 
 def encode_flac(mono: np.ndarray, rate: int) -> bytes:

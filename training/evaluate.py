@@ -18,7 +18,7 @@ from bestiary.training.train import load_model
 def topk_hits(scores: np.ndarray, target: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Share of rows whose target column is among the k highest scores (ties count against)."""
     true = scores[np.arange(len(target)), target][:, None]
-    rank = (scores > true).sum(axis=1)  # how many beat the right answer
+    rank = (scores >= true).sum(axis=1) - 1  # how many beat or tie the right answer
     return {f"top{k}": float(np.mean(rank < k)) for k in ks}
 
 
@@ -47,7 +47,7 @@ def taxon_retrieval(query: np.ndarray, query_taxa: list[str], cand: np.ndarray, 
         others = [t for t in taxa if t != true]
         drawn = [others[i] for i in rng.permutation(len(others))[: n - 1]]
         scores = np.array([sims[qi, members[t]].max() for t in [true] + drawn])
-        rank = int((scores[1:] > scores[0]).sum())
+        rank = int((scores[1:] >= scores[0]).sum())  # ties count against
         for k in ks:
             hits[k] += rank < k
     out = {f"top{k}": hits[k] / max(1, len(query_taxa)) for k in ks}

@@ -130,13 +130,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         step += 1
         t2 = time.perf_counter()
         wait, busy, seen = wait + (t1 - t0), busy + (t2 - t1), seen + len(batch["text"])
-        history.append(loss.item())
+        loss_value = loss.item()
+        history.append(loss_value)
         if step % cfg.log_every == 0 or step == cfg.steps:
             rate, share = seen / (wait + busy), wait / (wait + busy)
-            writer.writerow([step, f"{float(loss):.4f}"] + [f"{parts.get(k, float('nan')):.4f}" for k in
+            writer.writerow([step, f"{loss_value:.4f}"] + [f"{parts.get(k, float('nan')):.4f}" for k in
                             ("audio_text", "audio_image", "image_text")] + [f"{lr_at(step - 1, cfg):.6f}", f"{rate:.1f}", f"{share:.3f}"])
             logf.flush()
-            bar.set_postfix(loss=f"{float(loss):.3f}", sps=f"{rate:.1f}", wait=f"{share:.0%}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", sps=f"{rate:.1f}", wait=f"{share:.0%}")
             wait = busy = 0.0
             seen = 0
         bar.update(1)

@@ -1,0 +1,78 @@
+"""The command line: clear one-line errors with exit code 2, and help that lists every subcommand."""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TEST_KEY
+
+SUBCOMMANDS = ["serve-sample", "crawl", "enrich", "caption", "shard", "build", "verify", "train", "eval"]
+
+
+def run(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "bestiary.pipelines.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write(tmp_path, data) -> str:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda c: c["sources"][0].update(name="flickr"), "unknown source 'flickr'"),
+    (lambda c: c["sources"][0].pop("base_url"), "missing required field 'sources.0.base_url'"),
+    (lambda c: c.pop("out"), "missing required field 'out'"),
+    (lambda c: c["sources"][0].update(base_url=f"http://127.0.0.1:{free_port()}"), "cannot reach xeno-canto"),
+    (lambda c: c["sources"][0].update(base_url="ftp://x"), "not an http(s) URL"),
+])
+def test_bad_config_stops_before_work_with_one_line(tmp_path, archive_server, mutate, needle):
+    _, url = archive_server
+    cfg = {"out": str(tmp_path / "out"), "sources": [{"name": "xeno-canto", "base_url": url, "queries": ["gen:Parus"]}]}
+    mutate(cfg)
+    res = run("build", write(tmp_path, cfg))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_missing_key_and_missing_file(tmp_path, archive_server):
+    _, url = archive_server
+    cfg = {"out": str(tmp_path / "o"), "sources": [{"name": "xeno-canto", "base_url": url, "queries": ["gen:Parus"],
+                                                     "api_key_env": "BESTIARY_TEST_UNSET_KEY"}]}
+    res = run("build", write(tmp_path, cfg))
+    assert res.returncode == 2 and "BESTIARY_TEST_UNSET_KEY" in res.stderr
+    res = run("build", str(tmp_path / "nope.yaml"))
+    assert res.returncode == 2 and "config file not found" in res.stderr
+
+
+def test_help_lists_every_subcommand_and_readme_agrees():
+    res = run("--help")
+    assert res.returncode == 0
+    readme = (ROOT / "README.md").read_text()
+    for cmd in SUBCOMMANDS:
+        assert cmd in res.stdout
+        assert f"bestiary {cmd}" in readme, f"README does not show `bestiary {cmd}`"
+
+
+def test_crawl_one_source_without_a_config(tmp_path, archive_server):
+    _, url = archive_server
+    res = run("crawl", "--source", "xeno-canto", "--base-url", url, "--query", "gen:Athene",
+              "--api-key-env", "XC_API_KEY", "--out", str(tmp_path / "c"), env={"XC_API_KEY": TEST_KEY})
+    assert res.returncode == 0, res.stderr
+    import pyarrow.parquet as pq
+    rows = pq.read_table(tmp_path / "c" / "catalog" / "recordings.parquet").to_pylist()
+    assert rows and {r["scientific_name"] for r in rows} == {"Athene noctua"}
+    assert TEST_KEY not in res.stdout + res.stderr

@@ -1,0 +1,85 @@
+"""The shard plan: splits, pairing and keys, as pure functions."""
+from bestiary.pipelines.plan import plan_shards, sample_key, split_of, taxon_is_unseen
+from bestiary.schemas.config import ShardConfig, SplitConfig
+
+CFG = SplitConfig(unseen_fraction=0.25, val_fraction=0.1, test_fraction=0.2, salt="t")
+
+
+def catalog(n_species=12, recs=6, imgs=3):
+    audio, images = [], []
+    for s in range(n_species):
+        for r in range(recs):
+            obs = f"src:obs-{s}-{r}"
+            audio.append({"key": f"xc:{s}-{r}", "source": "xeno-canto", "source_id": f"{s}{r}", "observation_id": obs,
+                          "taxon_id": f"t{s}", "duration_s": 25.0, "media_url": f"http://a/{s}/{r}"})
+            if r % 2 == 0:  # some observations have their own photo
+                images.append({"key": f"inat:p-{s}-{r}", "observation_id": obs, "taxon_id": f"t{s}",
+                               "media_url": f"http://p/{s}/{r}", "license": "CC0-1.0", "attribution": "x"})
+        for i in range(imgs):
+            images.append({"key": f"ml:{s}-{i}", "observation_id": f"ml:obs-{s}-{i}", "taxon_id": f"t{s}",
+                           "media_url": f"http://m/{s}/{i}", "license": "CC0-1.0", "attribution": "x"})
+    return audio, images
+
+
+def test_unseen_split_is_species_disjoint_and_stable():
+    audio, images = catalog()
+    tasks, _ = plan_shards(audio, images, CFG, ShardConfig(samples_per_shard=10, min_shards_per_split=2), 10, 2)
+    taxa = {}
+    for t in tasks:
+        for r in t["records"]:
+            taxa.setdefault(r["taxon_id"], set()).add("unseen" if t["split"] == "unseen" else "seen")
+    assert all(len(v) == 1 for v in taxa.values())
+    assert any(v == {"unseen"} for v in taxa.values()) and any(v == {"seen"} for v in taxa.values())
+    # adding records never moves a species or an observation
+    more_audio, more_images = catalog(n_species=20)
+    assert all(taxon_is_unseen(f"t{s}", CFG) == taxon_is_unseen(f"t{s}", CFG) for s in range(12))
+    tasks2, _ = plan_shards(more_audio, more_images, CFG, ShardConfig(samples_per_shard=10), 10, 2)
+    before = {r["key"]: t["split"] for t in tasks for r in t["records"]}
+    after = {r["key"]: t["split"] for t in tasks2 for r in t["records"]}
+    assert all(after[k] == v for k, v in before.items())
+
+
+def test_images_never_cross_splits_and_pairing_prefers_the_observation():
+    audio, images = catalog()
+    tasks, rejects = plan_shards(audio, images, CFG, ShardConfig(samples_per_shard=10), 10, 2)
+    image_split, obs_split = {}, {}
+    for t in tasks:
+        for r in t["records"]:
+            assert image_split.setdefault(r["image_key"], t["split"]) == t["split"]
+            assert obs_split.setdefault(r["observation_id"], t["split"]) == t["split"]
+            if r["key"].endswith(("-0", "-2", "-4")):
+                assert r["pairing"] == "same_observation" and r["image_key"].startswith("inat:")
+            else:
+                assert r["pairing"] == "same_species"
+    planned = sum(len(t["records"]) for t in tasks)
+    assert planned + len(rejects) == len(audio)  # every record is planned or rejected with a reason
+    assert all(r["reason"] == "no_image" for r in rejects)
+
+
+def test_shard_counts_and_minimum_per_split():
+    audio, images = catalog()
+    tasks, _ = plan_shards(audio, images, CFG, ShardConfig(samples_per_shard=1000, min_shards_per_split=2), 10, 2)
+    by_split = {}
+    for t in tasks:
+        by_split[t["split"]] = by_split.get(t["split"], 0) + 1
+        assert t["name"] == f"{t['split']}-{t['index']:06d}"
+    assert set(by_split) == {"train", "val", "test", "unseen"} and all(v == 2 for v in by_split.values())
+    again, _ = plan_shards(list(reversed(audio)), list(reversed(images)), CFG,
+                           ShardConfig(samples_per_shard=1000, min_shards_per_split=2), 10, 2)
+    assert again == tasks  # input order does not matter
+
+
+def test_split_of_is_a_pure_function_of_taxon_and_observation():
+    assert split_of("t1", "o1", CFG) == split_of("t1", "o1", CFG)
+    counts = {}
+    for i in range(4000):
+        s = split_of("seen-taxon", f"o{i}", SplitConfig(unseen_fraction=0.0, val_fraction=0.1, test_fraction=0.2))
+        counts[s] = counts.get(s, 0) + 1
+    assert abs(counts["test"] / 4000 - 0.2) < 0.03 and abs(counts["val"] / 4000 - 0.1) < 0.03
+
+
+def test_sample_keys_are_safe_and_unique():
+    k = sample_key("xeno-canto", "254462", 12.25)
+    assert k == "xc_254462_00012250"
+    assert "." not in sample_key("inaturalist", "sound-1.2/../x", 0)
+    assert sample_key("macaulay", "1", 0) != sample_key("macaulay", "1", 10)

@@ -1,0 +1,67 @@
+"""Training on the tiny build's shards: the loader, a few real steps, a checkpoint, the evaluation."""
+import os
+
+import pytest
+import torch
+
+from bestiary.training.data import DataConfig, make_loader, make_pipeline
+from bestiary.training.encoders import ModelConfig, TriModal
+from bestiary.training.evaluate import evaluate, format_table
+from bestiary.training.losses import info_nce, trimodal_loss
+from bestiary.training.tokenizer import Tokenizer
+from bestiary.training.train import TrainConfig, captions_of, load_model, train
+
+
+def test_info_nce_prefers_aligned_pairs():
+    a = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    scale = torch.tensor(2.0)
+    assert info_nce(a, a, scale) < info_nce(a, a.roll(1, 0), scale)
+
+
+def test_few_steps_lower_the_loss(tiny_build):
+    cfg, _ = tiny_build
+    shards = os.path.join(cfg.out, "shards")
+    torch.manual_seed(0)
+    tok = Tokenizer.train(captions_of(shards))
+    model = TriModal(ModelConfig(embed_dim=64, width=16, vocab_size=len(tok.vocab), max_len=tok.max_len))
+    batch = next(iter(make_loader(DataConfig(shards, ("train",), batch_size=8, workers=0))))
+    assert batch["audio"].shape == (8, 480000) and batch["image"].shape == (8, 3, 64, 64)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(8):
+        emb = {"audio": model.encode_audio(batch["audio"]), "image": model.encode_image(batch["image"]),
+               "text": model.encode_text(tok.encode(batch["text"]))}
+        loss, parts = trimodal_loss(emb, model.logit_scale)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert set(parts) == {"audio_text", "audio_image", "image_text"}
+    assert losses[-1] < losses[0] * 0.8
+
+
+def test_train_writes_a_checkpoint_and_eval_reports_with_chance(tiny_build, tmp_path):
+    cfg, _ = tiny_build
+    shards = os.path.join(cfg.out, "shards")
+    tcfg = TrainConfig(shards, str(tmp_path / "run"), steps=6, batch_size=8, workers=1, log_every=2,
+                       checkpoint_every=3, model=ModelConfig(embed_dim=32, width=16))
+    result = train(tcfg, progress=False)
+    assert result["steps"] == 6 and os.path.exists(result["checkpoint"])
+    with open(tmp_path / "run" / "log.csv") as fh:
+        assert len(fh.read().splitlines()) == 1 + 3
+    model, tok, state = load_model(result["checkpoint"])
+    assert state["step"] == 6 and model.cfg.embed_dim == 32
+    again = train(tcfg, resume=True, progress=False)  # already at the last step: nothing more to do
+    assert again["steps"] == 6 and again["first_loss"] is None
+    report = evaluate(result["checkpoint"], shards)
+    seen = report["zero_shot"]["seen"]["taxonomy_common"]
+    assert 0 <= seen["top1"] <= seen["top5"] <= 1 and seen["chance_top1"] == 1 / seen["classes"]
+    assert "unseen" in report["zero_shot"] and "audio_to_image_species" in report["retrieval"]["seen"]
+    assert "chance" in format_table(report)
+
+
+def test_too_few_shards_for_the_readers_is_a_clear_error(tiny_build, monkeypatch):
+    cfg, _ = tiny_build
+    monkeypatch.setenv("WORLD_SIZE", "64")
+    with pytest.raises(ValueError, match="shards for 64 rank"):
+        make_pipeline(DataConfig(os.path.join(cfg.out, "shards"), ("train",), workers=2))
