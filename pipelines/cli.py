@@ -32,7 +32,10 @@ def _overrides(pairs: list[str]) -> dict:
 
 def cmd_serve_sample(a) -> int:
     from bestiary.sample_archive.server import make_server
-    server, state = make_server(a.host, a.port, seed=a.seed, scale=a.scale, latency_ms=a.latency_ms)
+    try:
+        server, state = make_server(a.host, a.port, seed=a.seed, scale=a.scale, latency_ms=a.latency_ms)
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {a.host}:{a.port} ({err.strerror}); choose another --port") from None
     host, port = server.server_address[:2]
     url = f"http://{host}:{port}"
     if a.ready_file:
