@@ -121,7 +121,7 @@ def build_stats(cfg: BuildConfig, sidecars: list[dict], rejects: list[dict]) -> 
     rejected_audio = {r["key"] for r in rejects if r["key"] in audio_keys}
     unparseable = [r for r in rejects if r["stage"] == "crawl" and r["key"] not in audio_keys]
     stats = {name: io.read_json(io.join(cfg.out, "work", f"stats-{name}.json"))
-             for name in ("crawl", "enrich", "plan")}
+             for name in ("crawl", "enrich", "caption", "plan")}
     stats["shard"] = {
         "shards": len(sidecars), "samples": sum(s["samples"] for s in sidecars),
         "samples_by_split": dict(sorted(Counter({s["split"]: 0 for s in sidecars}).items())),

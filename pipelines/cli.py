@@ -61,6 +61,11 @@ def _run_build(a, only) -> int:
         print(f"{stats['shard']['samples']} samples in {stats['shard']['shards']} shards -> {cfg.out}/shards; "
               f"records crawled {acc['records_crawled']} = in samples {acc['recordings_in_samples']} + "
               f"rejected {acc['records_rejected']} (balanced: {acc['balanced']})")
+        llm = stats["caption"].get("llm")
+        if llm:
+            print(f"LLM captions ({llm['model']}): {llm['requests']} requests, {llm['cache_hits']} from cache, "
+                  f"{llm['llm_captions']} new, fallbacks {llm['fallbacks'] or 'none'}; "
+                  f"{llm['prompt_tokens'] + llm['completion_tokens']} tokens, estimated cost {llm['estimated_cost']}")
         failed = stats["crawl"].get("partitions_failed")
         if failed:
             print(f"bestiary: warning: crawl partitions stopped early: {', '.join(failed)} "

@@ -8,13 +8,15 @@ network and media work happen in the DoFns.
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from collections import Counter
 
 import apache_beam as beam
 
 from bestiary.connectors.licenses import license_allowed
 from bestiary.pipelines import io
-from bestiary.pipelines.caption import caption_row
+from bestiary.pipelines.caption import CaptionWithLLM, caption_row
 from bestiary.pipelines.crawl import CrawlPartition, Normalize, partitions, pick_one
 from bestiary.pipelines.enrich import ResolveName, name_key
 from bestiary.pipelines.materialize import MaterializeShard
@@ -103,6 +105,24 @@ def taxa_by_name(cfg: BuildConfig) -> dict[str, dict]:
 def _write_captions(_, cfg: BuildConfig, rows: list[dict]) -> None:
     io.write_table(path(cfg, "catalog", "captions.parquet"),
                    to_table(sorted(rows, key=lambda r: r["key"]), CAPTION_SCHEMA))
+    stats = {"captions": len(rows), "default_kind": cfg.captions.default}
+    if cfg.captions.llm:
+        llm = cfg.captions.llm
+        status = Counter(r["llm_status"] for r in rows)
+        prompt, completion = sum(r["prompt_tokens"] for r in rows), sum(r["completion_tokens"] for r in rows)
+        stats["llm"] = {
+            "model": llm.model, "requests": sum(r["llm_requests"] for r in rows),
+            "llm_captions": status.pop("llm", 0), "cache_hits": status.pop("cached", 0),
+            "fallbacks": dict(sorted(status.items())), "prompt_tokens": prompt, "completion_tokens": completion,
+            "estimated_cost": round(prompt / 1000 * llm.price_per_1k_input + completion / 1000 * llm.price_per_1k_output, 4)}
+    io.write_json(path(cfg, "work", "stats-caption.json"), stats)
+
+
+def caption_cache_path(cfg: BuildConfig) -> str:
+    """SQLite needs a local file: beside the output when it is local, else in the user's cache."""
+    if io.is_local(cfg.out):
+        return os.path.join(cfg.out, "cache", "captions.sqlite")
+    return os.path.join(os.path.expanduser("~"), ".cache", "bestiary", "captions.sqlite")
 
 
 def caption(cfg: BuildConfig) -> None:
@@ -111,7 +131,12 @@ def caption(cfg: BuildConfig) -> None:
     pairs = [(r, taxa[name_key(r["scientific_name"])]) for r in audio if name_key(r["scientific_name"]) in taxa]
     with make_pipeline(cfg.runner) as p:
         kind = cfg.captions.default
-        caps = p | beam.Create(pairs) | "caption" >> beam.Map(lambda pair: caption_row(pair[0], pair[1], kind))
+        recs = p | beam.Create(pairs)
+        if cfg.captions.llm:
+            caps = (recs | beam.BatchElements(min_batch_size=8, max_batch_size=64)
+                    | "llm caption" >> beam.ParDo(CaptionWithLLM(cfg, caption_cache_path(cfg), uuid.uuid4().hex)))
+        else:
+            caps = recs | "caption" >> beam.Map(lambda pair: caption_row(pair[0], pair[1], kind))
         p | "once" >> beam.Create([None]) | beam.Map(_write_captions, cfg, beam.pvalue.AsList(caps))
 
 

@@ -17,7 +17,9 @@ from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from bestiary.sample_archive import formats
+from collections import deque
+
+from bestiary.sample_archive import chat, formats
 from bestiary.sample_archive.generate import Archive, build_archive, render_audio, render_image
 
 XC_TAG = re.compile(r'(\w+):("[^"]*"|\S+)')
@@ -35,6 +37,8 @@ class SampleArchive:
         self.by_name = {s.name.lower(): s for s in self.archive.species}
         self.by_inat = {s.inat_id: s for s in self.archive.species}
         self.hidden: set[tuple[str, int]] = set()   # records withheld until revealed (incremental tests)
+        self.chat_faults: deque[str] = deque()      # faults for the next chat-completions requests, in order
+        self.chat_slow_s = 3.0
 
     def count(self, route: str) -> None:
         with self.lock:
@@ -105,6 +109,23 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self.do_GET()
+
+    def do_POST(self) -> None:
+        st = self.state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if urlsplit(self.path).path.rstrip("/") != "/v1/chat/completions":
+            st.count("not_found")
+            return self._json({"error": "Not found", "status": 404}, 404)
+        st.count("chat_completions")
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return self._json({"error": {"message": "invalid JSON body"}}, 400)
+        with st.lock:
+            fault = st.chat_faults.popleft() if st.chat_faults else None
+        fault = self.headers.get("X-Bestiary-Fault") or fault
+        chat.answer(self, st, body, fault)
 
     def do_GET(self) -> None:
         st = self.state

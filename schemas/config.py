@@ -76,8 +76,34 @@ class ShardConfig(_Frozen):
     min_shards_per_split: int = Field(1, ge=1)
 
 
+class LLMConfig(_Frozen):
+    """Any OpenAI-compatible chat-completions server: OpenAI, vLLM, llama.cpp, Ollama."""
+    base_url: str
+    model: str
+    api_key_env: str | None = None         # e.g. OPENAI_API_KEY; local servers need none
+    prompt_file: str | None = None         # default: the packaged captioning/prompts/caption-v1.yaml
+    requests_per_second: float = Field(2.0, gt=0)
+    concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    max_requests: int | None = Field(None, ge=0)   # budget for one run; then templates
+    max_tokens: int | None = Field(None, ge=0)
+    max_output_tokens: int = Field(120, ge=8)
+    temperature: float = 0.0
+    price_per_1k_input: float = 0.0        # for the cost estimate printed at the end
+    price_per_1k_output: float = 0.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"not an http(s) URL: {v!r}")
+        return v.rstrip("/")
+
+
 class CaptionConfig(_Frozen):
-    default: Literal["common", "scientific", "taxonomy", "scientific_common", "taxonomy_common"] = "taxonomy_common"
+    default: Literal["common", "scientific", "taxonomy", "scientific_common", "taxonomy_common", "llm"] = "taxonomy_common"
+    llm: LLMConfig | None = None
 
 
 class RunnerConfig(_Frozen):

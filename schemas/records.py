@@ -61,7 +61,11 @@ TAXON_SCHEMA = pa.schema(TAXON_FIELDS)
 CAPTION_FIELDS = [
     ("key", pa.string()),
     ("default", pa.string()),
-    ("captions", pa.string()),       # JSON list of {"kind", "text"}
+    ("captions", pa.string()),       # JSON list of {"kind", "text"} (+ "source", "reason" for llm)
+    ("llm_status", pa.string()),     # llm | cached | the fallback reason; null without an LLM
+    ("llm_requests", pa.int64()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
 ]
 CAPTION_SCHEMA = pa.schema(CAPTION_FIELDS)
 
