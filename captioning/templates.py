@@ -23,6 +23,47 @@ PHRASINGS = {
 }
 
 
+HABITATS = ("forest", "grassland", "desert", "wetland", "mountain", "urban")
+LOCOMOTION = ("arboreal", "aquatic", "terrestrial", "fossorial", "aerial")
+CLIMATES = ("tropical", "subtropical", "temperate", "boreal", "polar")
+
+
+def _flags(traits: dict, names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if traits.get(n) is True]
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def trait_sentence(traits: dict) -> str | None:
+    """One sentence from the known traits (AnimalCLAP's vocabulary); unknown traits are left out, never guessed.
+
+    `traits` maps lower-case trait names to a category (`diet`, `activity`, `locomotion`, `social`),
+    a yes/no (`predator`, `migratory`) or flags (`forest` … `urban`, `arboreal` … `aerial`,
+    `tropical` … `polar`)."""
+    parts = []
+    lead = " ".join(str(traits[k]).lower() for k in ("activity", "social") if traits.get(k))
+    diet = traits.get("diet")
+    if lead or diet:
+        noun = f"{str(diet).lower()} feeder" if diet else "species"
+        parts.append(f"a {lead + ' ' if lead else ''}{noun}")
+    habitats = _flags(traits, HABITATS)
+    if habitats:
+        parts.append(f"found in {_join(habitats)} habitats")
+    moves = _flags(traits, LOCOMOTION) or ([str(traits["locomotion"]).lower()] if traits.get("locomotion") else [])
+    if moves:
+        parts.append(f"{_join(moves)} in its movement")
+    climates = _flags(traits, CLIMATES)
+    if climates:
+        parts.append(f"of {_join(climates)} climates")
+    if traits.get("migratory") is not None:
+        parts.append("migratory" if traits["migratory"] else "not migratory")
+    if traits.get("predator") is not None:
+        parts.append("a predator" if traits["predator"] else "not a predator")
+    return (", ".join(parts)) if parts else None
+
+
 def _pick(options: list[str], key: str, kind: str) -> str:
     h = int.from_bytes(hashlib.sha256(f"{key}|{kind}".encode()).digest()[:4], "big")
     return options[h % len(options)]
@@ -48,8 +89,13 @@ def caption(kind: str, fields: dict[str, str], key: str = "") -> str:
     return text[0].upper() + text[1:]
 
 
-def all_captions(fields: dict[str, str], key: str) -> list[dict[str, str]]:
-    return [{"kind": k, "text": caption(k, fields, key)} for k in KINDS]
+def all_captions(fields: dict[str, str], key: str, traits: dict | None = None) -> list[dict[str, str]]:
+    """The five kinds, plus a `traits` caption when traits are known."""
+    out = [{"kind": k, "text": caption(k, fields, key)} for k in KINDS]
+    sentence = trait_sentence(traits or {})
+    if sentence:
+        out.append({"kind": "traits", "text": f"The sound of a {fields['common']}, {sentence}."})
+    return out
 
 
 def class_prompt(kind: str, fields: dict[str, str]) -> str:

@@ -20,7 +20,7 @@ def _lineage(taxon: dict) -> dict:
 def caption_row(rec: dict, taxon: dict, default_kind: str, llm: dict | None = None) -> dict:
     """Captions of one recording; `llm` is {"text", "status"} when an LLM was asked."""
     fields = fields_for(taxon["accepted_name"], taxon.get("common_name") or rec.get("common_name"), _lineage(taxon))
-    caps = all_captions(fields, rec["key"])
+    caps = all_captions(fields, rec["key"], taxon.get("traits"))
     status = None
     if llm is not None:
         status = llm["status"]

@@ -47,6 +47,20 @@ def test_templates_five_kinds_deterministic_by_key():
         caption("haiku", fields)
 
 
+def test_trait_sentences_use_only_known_traits():
+    from bestiary.captioning.templates import trait_sentence
+    fields = fields_for("Strix aluco", "Tawny Owl", TAXON)
+    traits = {"activity": "Nocturnal", "diet": "Vertebrate", "forest": True, "urban": True, "grassland": None,
+              "aerial": True, "migratory": False, "predator": True}
+    s = trait_sentence(traits)
+    assert s == ("a nocturnal vertebrate feeder, found in forest and urban habitats, aerial in its movement, "
+                 "not migratory, a predator")
+    assert trait_sentence({"forest": None, "migratory": None}) is None  # missing stays missing
+    caps = all_captions(fields, "k", traits)
+    assert caps[-1]["kind"] == "traits" and "Tawny Owl" in caps[-1]["text"]
+    assert [c["kind"] for c in all_captions(fields, "k", {})] == list(KINDS)
+
+
 def test_llm_caption_is_cached_second_run_sends_nothing(archive_server, tmp_path):
     state, url = archive_server
     recs = [record(f"xeno-canto:{i}") for i in range(3)] + [record("xeno-canto:9", raw={"sex": "female"})]
