@@ -11,6 +11,7 @@ from bestiary.captioning.llm import LLMCaptioner, Prompt, llm_inputs
 from bestiary.captioning.scrub import scrub, sensitive_terms
 from bestiary.captioning.templates import KINDS, all_captions, caption, fields_for
 from bestiary.captioning.validate import check_caption
+from bestiary.pipelines.caption import caption_row
 from bestiary.schemas.config import LLMConfig
 
 TAXON = {"accepted_name": "Strix aluco", "common_name": "Tawny Owl", "class": "Aves", "order": "Strigiformes",
@@ -84,9 +85,15 @@ def test_each_fault_falls_back_with_its_reason(archive_server, tmp_path, fault, 
     state.chat_faults.clear()
     state.chat_faults.append(fault)
     cap = captioner(url, tmp_path)
-    text, got, cached = ask(cap, record(remarks=f"case {fault}"))
+    rec = record(remarks=f"case {fault}")
+    text, got, cached = ask(cap, rec)
     assert text is None and got == reason and not cached
     state.chat_faults.clear()
+    row = caption_row(rec, TAXON, "llm", {"text": text, "status": got, "requests": 1, "prompt_tokens": 0,
+                                           "completion_tokens": 0})
+    llm = [c for c in json.loads(row["captions"]) if c["kind"] == "llm"][0]
+    assert llm == {"kind": "llm", "text": row["default"], "source": "template:taxonomy_common", "reason": reason}
+    assert check_caption(row["default"], ["Tawny Owl"], [], None) is None  # the fallback is a valid caption
 
 
 def test_retries_recover_from_429_and_500(archive_server, tmp_path):
