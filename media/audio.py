@@ -48,50 +48,70 @@ class Clip:
 
 
 class _Source:
-    """Blockwise mono reader over libsndfile, or over a PyAV decode held in memory."""
+    """Blockwise mono reader: libsndfile when it can, else PyAV, both streaming (never the whole file)."""
 
     def __init__(self, data: bytes):
         if not data:
             raise AudioError("empty_media")
-        self._array = None
+        self.data = data
+        self._sf = None
         try:
             self._sf = sf.SoundFile(io.BytesIO(data))
             self.info = AudioInfo(self._sf.samplerate, self._sf.channels, self._sf.frames)
         except (sf.LibsndfileError, RuntimeError, TypeError):
-            self._sf = None
-            arr, rate = _decode_pyav(data)
-            self._array = arr
-            self.info = AudioInfo(rate, 1, len(arr))
-        # Stream muxers may write FLAC without a frame count: count while streaming then.
+            rate, channels = _probe_pyav(data)
+            self.info = AudioInfo(rate, channels, 0)
+        # Stream muxers may write FLAC without a frame count, and PyAV gives none: count while streaming.
         if self.info.frames <= 0 or self.info.frames >= 2**62:
-            self.info = AudioInfo(self.info.sample_rate, self.info.channels, self._count_frames())
-
-    def _count_frames(self) -> int:
-        total = 0
-        for block in self.blocks(int(BLOCK_SECONDS * self.info.sample_rate)):
-            total += len(block)
-        return total
+            total = sum(len(b) for b in self.blocks(int(BLOCK_SECONDS * self.info.sample_rate)))
+            if total == 0:
+                raise AudioError("undecodable_audio", "no frames")
+            self.info = AudioInfo(self.info.sample_rate, self.info.channels, total)
 
     def blocks(self, size: int):
-        if self._array is not None:
-            for i in range(0, len(self._array), size):
-                yield self._array[i:i + size]
+        if self._sf is None:
+            yield from _rechunk(_pyav_blocks(self.data), size)
             return
         self._sf.seek(0)
         while True:
-            block = self._sf.read(size, dtype="float32", always_2d=True)
+            try:
+                block = self._sf.read(size, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise AudioError("undecodable_audio", str(err)[:100]) from None
             if not len(block):
                 return
             yield block.mean(axis=1)
 
     def read(self, start: int, frames: int) -> np.ndarray:
-        if self._array is not None:
-            return self._array[start:start + frames]
+        if self._sf is None:
+            out, pos = [], 0
+            for block in _pyav_blocks(self.data):  # decode forward to the window: exact, and memory stays one block
+                lo, hi = max(start, pos), min(start + frames, pos + len(block))
+                if lo < hi:
+                    out.append(block[lo - pos:hi - pos])
+                pos += len(block)
+                if pos >= start + frames:
+                    break
+            return np.concatenate(out) if out else np.zeros(0, np.float32)
         self._sf.seek(start)
         return self._sf.read(frames, dtype="float32", always_2d=True).mean(axis=1)
 
 
-def _decode_pyav(data: bytes) -> tuple[np.ndarray, int]:
+def _rechunk(blocks, size: int):
+    buf, n = [], 0
+    for b in blocks:
+        buf.append(b)
+        n += len(b)
+        while n >= size:
+            joined = np.concatenate(buf)
+            yield joined[:size]
+            rest = joined[size:]
+            buf, n = [rest], len(rest)
+    if n:
+        yield np.concatenate(buf)
+
+
+def _probe_pyav(data: bytes) -> tuple[int, int]:
     import av  # imported lazily: only formats libsndfile cannot read need it
 
     try:
@@ -99,23 +119,29 @@ def _decode_pyav(data: bytes) -> tuple[np.ndarray, int]:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
                 raise AudioError("undecodable_audio", "no audio stream")
-            rate = stream.codec_context.sample_rate
-            chunks = []
-            for frame in container.decode(stream):
-                arr = frame.to_ndarray().astype(np.float32)
-                if arr.dtype.kind == "i":
-                    arr = arr / np.iinfo(frame.to_ndarray().dtype).max
-                # planar: (channels, n); packed: (1, n*channels)
-                if not frame.format.is_planar:
-                    arr = arr.reshape(-1, len(frame.layout.channels)).T
-                chunks.append(arr.mean(axis=0))
+            return int(stream.codec_context.sample_rate or 0), int(stream.codec_context.channels or 1)
     except AudioError:
         raise
     except Exception as err:  # PyAV raises many error types for bad input
         raise AudioError("undecodable_audio", type(err).__name__) from None
-    if not chunks or not rate:
-        raise AudioError("undecodable_audio", "no frames")
-    return np.concatenate(chunks).astype(np.float32), int(rate)
+
+
+def _pyav_blocks(data: bytes):
+    """Mono float32 blocks as PyAV decodes them."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = next(s for s in container.streams if s.type == "audio")
+            for frame in container.decode(stream):
+                arr = frame.to_ndarray()
+                if arr.dtype.kind in "iu":
+                    arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+                if not frame.format.is_planar:  # packed: (1, n * channels)
+                    arr = arr.reshape(-1, len(frame.layout.channels)).T
+                yield arr.mean(axis=0).astype(np.float32)
+    except Exception as err:
+        raise AudioError("undecodable_audio", type(err).__name__) from None
 
 
 def energy_envelope(source: _Source) -> np.ndarray:
@@ -185,6 +211,17 @@ def encode_flac(mono: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
+def check_recording(info: AudioInfo, min_source_rate: int, min_seconds: float,
+                    declared_seconds: float | None = None) -> None:
+    """Whole-recording filters: too low a rate to mean anything at 48 kHz, too short, cut short at the source."""
+    if info.sample_rate < min_source_rate:
+        raise AudioError("sample_rate_too_low", f"{info.sample_rate} Hz")
+    if info.seconds < min_seconds:
+        raise AudioError("too_short", f"{info.seconds:.2f} s")
+    if declared_seconds and info.seconds < 0.8 * declared_seconds - 1.0:
+        raise AudioError("truncated_audio", f"{info.seconds:.1f} s of the {declared_seconds:.1f} s the archive lists")
+
+
 def make_clips(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_clips: int = 3,
                min_seconds: float = 1.0, min_source_rate: int = 8000,
                silence_db: float = -60.0, max_clipped: float = 0.01) -> tuple[AudioInfo, list[Clip]]:
@@ -194,10 +231,7 @@ def make_clips(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_c
     """
     src = _Source(data)
     info = src.info
-    if info.sample_rate < min_source_rate:
-        raise AudioError("sample_rate_too_low", f"{info.sample_rate} Hz")
-    if info.seconds < min_seconds:
-        raise AudioError("too_short", f"{info.seconds:.2f} s")
+    check_recording(info, min_source_rate, min_seconds)
     env = energy_envelope(src)
     hop = max(1, int(HOP_SECONDS * info.sample_rate))
     clip_hops = int(round(clip_seconds / HOP_SECONDS))
@@ -218,6 +252,18 @@ def make_clips(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_c
     if all(c.clipped_fraction > max_clipped for c in clips):
         raise AudioError("clipping", f"{clips[0].clipped_fraction:.1%} of samples at full scale")
     return info, [c for c in clips if c.rms_db >= silence_db and c.clipped_fraction <= max_clipped]
+
+
+def fingerprint_audio(data: bytes) -> tuple[AudioInfo, str, np.ndarray]:
+    """Stream a recording once: its info, the sha256 of its 16-bit mono PCM, and its frame codes."""
+    from bestiary.media.fingerprints import Fingerprinter
+
+    src = _Source(data)
+    fp = Fingerprinter(src.info.sample_rate)
+    for block in src.blocks(int(5 * src.info.sample_rate)):  # short blocks: the FFT frames overlap 8x
+        fp.update(block)
+    sha, codes = fp.result()
+    return src.info, sha, codes
 
 
 def read_clip(flac: bytes) -> tuple[np.ndarray, int]:

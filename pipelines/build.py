@@ -10,6 +10,7 @@ from collections.abc import Callable
 import requests
 
 from bestiary.pipelines import io, stages
+from bestiary.pipelines.dedupe import leak_check
 from bestiary.schemas.config import BuildConfig, ConfigError
 from bestiary.schemas.records import REJECT_SCHEMA, to_table
 
@@ -78,11 +79,12 @@ def finalize(cfg: BuildConfig) -> dict:
     """manifest.json, sizes.json, rejects.parquet, stats.json and the dataset card from the shard sidecars."""
     sidecars = [io.read_json(p) for p in io.listdir(io.join(cfg.out, "shards", "*-[0-9]*.json"))]
     sidecars.sort(key=lambda s: s["name"])
+    leak_check([m for s in sidecars for m in s["members"]])  # before anything is published
     manifest = manifest_from(cfg, sidecars)
     io.write_json(io.join(cfg.out, "shards", "manifest.json"), manifest)
     io.write_json(io.join(cfg.out, "shards", "sizes.json"), {s["file"]: s["samples"] for s in sidecars})
     rejects = []
-    for part in ("rejects-crawl.parquet", "rejects-plan.parquet"):
+    for part in ("rejects-crawl.parquet", "rejects-plan.parquet"):  # select, probe, dedupe and plan rejects
         rejects += io.read_rows(io.join(cfg.out, "work", part))
     rejects += [r for s in sidecars for r in s["rejects"]]
     rejects.sort(key=lambda r: (r["stage"], r["key"], r["reason"]))
@@ -130,6 +132,11 @@ def build_stats(cfg: BuildConfig, sidecars: list[dict], rejects: list[dict]) -> 
     for s in sidecars:
         stats["shard"]["samples_by_split"][s["split"]] += s["samples"]
     stats["rejects_by_reason"] = dict(sorted(Counter(f"{r['stage']}/{r['reason']}" for r in rejects).items()))
+    image_keys = {r["key"] for r in io.read_rows(io.join(cfg.out, "catalog", "images.parquet"))}
+    paired = {m["image"] for s in sidecars for m in s["members"]}
+    image_rejects = {r["key"] for r in rejects if r["key"] in image_keys}
+    stats["images"] = {"crawled": len(image_keys), "paired_in_samples": len(paired), "rejected": len(image_rejects),
+                       "unused": len(image_keys - paired - image_rejects)}
     crawled = len(audio_keys) + len(unparseable)
     stats["accounting"] = {
         "records_crawled": crawled, "recordings_in_samples": len(in_samples),

@@ -12,6 +12,7 @@ import signal
 import sys
 
 from bestiary import __version__
+from bestiary.pipelines.dedupe import LeakError
 from bestiary.schemas.config import ConfigError, load_config, parse_config
 
 EXIT_CONFIG = 2
@@ -206,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"bestiary: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except LeakError as err:
+        print(f"bestiary: build failed the leak check, nothing published: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ class MaterializeShard(beam.DoFn):
                 yield stats
                 return
         self.failed = self.prefetch(task["records"])
-        samples, rejects, recs_ok, image_cache = [], [], [], {}
+        samples, rejects, recs_ok, members, image_cache = [], [], [], [], {}
         for rec in task["records"]:
             try:
                 got = self._record(rec, image_cache)
@@ -147,11 +147,13 @@ class MaterializeShard(beam.DoFn):
                 continue
             samples.extend(got)
             recs_ok.append(rec["key"])
+            members.append({"record": rec["key"], "observation": rec["observation_id"], "image": rec["image_key"],
+                            "pcm_sha256": rec.get("pcm_sha256"), "split": rec["split"]})
         data = write_tar(samples)
         io.write_bytes(tar_path, data)
         stats = {"name": task["name"], "split": task["split"], "file": f"{task['name']}.tar",
                  "samples": len(samples), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                 "recordings": sorted(recs_ok), "rejects": rejects, "task_fingerprint": fp,
+                 "recordings": sorted(recs_ok), "members": members, "rejects": rejects, "task_fingerprint": fp,
                  "species": sorted({r["taxon_id"] for r in task["records"] if r["key"] in set(recs_ok)}),
                  "seconds": round(sum(json.loads(m["json"])["audio"]["seconds"] for _, m in samples), 2)}
         io.write_json(stats_path, stats)  # after the tar: its presence marks the shard finished

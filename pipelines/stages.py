@@ -18,6 +18,7 @@ from bestiary.connectors.licenses import license_allowed
 from bestiary.pipelines import io
 from bestiary.pipelines.caption import CaptionWithLLM, caption_row
 from bestiary.pipelines.crawl import CrawlPartition, Normalize, partitions, pick_one
+from bestiary.pipelines.dedupe import PROBE_SCHEMA, ProbeMedia, dedupe_audio, dedupe_images
 from bestiary.pipelines.enrich import ResolveName, name_key
 from bestiary.pipelines.materialize import MaterializeShard
 from bestiary.pipelines.plan import plan_shards
@@ -170,23 +171,69 @@ def select(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
         taxon = taxa.get(name_key(row["scientific_name"]))
         if not license_allowed(row["license"], cfg.licenses.allow):
             excluded["license_not_allowed"] += 1
+            rejects.append(reject(row["key"], "select", "license_not_allowed", row["license"]))
         elif taxon is None:
             excluded["taxon_unresolved"] += 1
+            rejects.append(reject(row["key"], "enrich", "taxon_unresolved", row["scientific_name"] or "no name"))
         else:
             ok_images.append(_with_taxon(row, taxon))
     return ok_audio, ok_images, rejects, dict(excluded)
 
 
-def shard(cfg: BuildConfig) -> list[dict]:
-    """Plan, then materialize every shard; returns the shard tasks."""
+def _write_probes(_, cfg: BuildConfig, rows: list[dict]) -> None:
+    io.write_table(path(cfg, "catalog", "probes.parquet"),
+                   to_table(sorted(rows, key=lambda r: (r["kind"], r["key"])), PROBE_SCHEMA))
+
+
+def probe(cfg: BuildConfig, audio: list[dict], images: list[dict]) -> dict[str, dict]:
+    """Fetch every selected medium into the cache and fingerprint it (one Beam pass)."""
+    items = sorted([("audio", r["key"], r["media_url"]) for r in audio] +
+                   [("image", r["key"], r["media_url"]) for r in images])
+    with make_pipeline(cfg.runner) as p:
+        durations = {r["key"]: r["duration_s"] for r in audio if r.get("duration_s")}
+        rows = (p | beam.Create(items) | beam.Reshuffle()
+                | "probe" >> beam.ParDo(ProbeMedia(path(cfg, "cache", "media"), cfg.media, durations)))
+        p | "once" >> beam.Create([None]) | beam.Map(_write_probes, cfg, beam.pvalue.AsList(rows))
+    return {r["key"]: r for r in io.read_rows(path(cfg, "catalog", "probes.parquet"))}
+
+
+def deduplicated(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """Selected, probed and deduplicated records; rejects; counts of images left out by reason."""
     audio, images, rejects, excluded = select(cfg)
+    probes = probe(cfg, audio, images)
+    ok_audio = []
+    for r in audio:
+        pr = probes[r["key"]]
+        if pr.get("reason"):
+            rejects.append(reject(r["key"], "probe", pr["reason"], pr.get("detail") or ""))
+        else:
+            ok_audio.append({**r, "pcm_sha256": pr["pcm_sha256"], "original_sample_rate": pr["sample_rate"]})
+    ok_images = []
+    for r in images:
+        pr = probes[r["key"]]
+        if pr.get("reason"):  # a broken image is a reject too; its recordings pair with another image
+            rejects.append(reject(r["key"], "probe", pr["reason"], pr.get("detail") or ""))
+            excluded[pr["reason"]] = excluded.get(pr["reason"], 0) + 1
+        else:
+            ok_images.append(r)
+    audio, dup_rejects = dedupe_audio(ok_audio, probes)
+    images, dropped = dedupe_images(ok_images, probes)
+    if dropped:
+        excluded["duplicate_image"] = dropped
+    return audio, images, rejects + dup_rejects, excluded
+
+
+def shard(cfg: BuildConfig) -> list[dict]:
+    """Probe and deduplicate, plan, then materialize every shard; returns the shard tasks."""
+    audio, images, rejects, excluded = deduplicated(cfg)
     tasks, plan_rejects = plan_shards(audio, images, cfg.splits, cfg.shards, cfg.media.clip_seconds,
                                       cfg.media.max_clips_per_recording)
     io.write_table(path(cfg, "work", "rejects-plan.parquet"), to_table(rejects + plan_rejects, REJECT_SCHEMA))
     io.write_json(path(cfg, "work", "stats-plan.json"), {
-        "audio_selected": len(audio), "images_selected": len(images), "images_excluded": excluded,
+        "audio_selected": len(audio), "images_selected": len(images), "images_excluded": dict(sorted(excluded.items())),
         "shards_planned": len(tasks), "recordings_planned": sum(len(t["records"]) for t in tasks),
-        "rejects": len(rejects) + len(plan_rejects)})
+        "rejects": len(rejects) + len(plan_rejects),
+        "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects + plan_rejects).items()))})
     with make_pipeline(cfg.runner) as p:
         _ = p | beam.Create(tasks) | beam.Reshuffle() | "materialize" >> beam.ParDo(MaterializeShard(cfg))
     return tasks

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import soundfile as sf
+import soxr
 from PIL import Image, ImageDraw, ImageFilter
 
 from bestiary.sample_archive.species import Species, all_species
@@ -63,6 +64,7 @@ class Recording:
     remarks: str
     also: list[str] = field(default_factory=list)
     observation: int | None = None
+    mirror_of: tuple[str, int, int] | None = None  # (archive, id, rate) of the recording this re-uploads
 
 
 @dataclass
@@ -173,6 +175,7 @@ def build_archive(seed: int = 7, scale: float = 1.0) -> Archive:
     for items, start in ((sounds, 200000), (photos, 300000000)):
         for new_id, idx in enumerate(rng.permutation(len(items))):
             items[idx].id = start + new_id * 3
+    _add_mirrors(xc, ml_audio, rng)
     for o in inat:
         country, code, lat0, lon0 = COUNTRIES[int(rng.integers(len(COUNTRIES)))]
         o.lat, o.lon = round(lat0 + float(rng.normal(0, 3)), 5), round(lon0 + float(rng.normal(0, 3)), 5)
@@ -181,6 +184,20 @@ def build_archive(seed: int = 7, scale: float = 1.0) -> Archive:
             item.observation = o.id
     return Archive(seed, species, sorted(xc, key=lambda r: r.id), sorted(inat, key=lambda o: o.id),
                    sorted(ml_audio, key=lambda r: r.id), sorted(ml_photos, key=lambda p: p.id))
+
+
+def _add_mirrors(xc: list[Recording], ml_audio: list[Recording], rng: np.random.Generator) -> None:
+    """Some Xeno-canto recordings also sit in the Macaulay-style archive, as in real life:
+    every other one re-encoded at another sample rate (a near duplicate), the rest the same
+    PCM (an exact duplicate).  A dataset must keep each once."""
+    birds = sorted({r.species.name for r in xc if r.species.code})
+    next_id = max((r.id for r in ml_audio), default=400000000) + 7
+    for n, name in enumerate(birds[::6]):
+        orig = min((r for r in xc if r.species.name == name), key=lambda r: r.id)
+        rate = orig.rate if n % 2 else {22050: 32000, 32000: 44100, 44100: 48000, 48000: 44100}[orig.rate]
+        ml_audio.append(Recording(**{**orig.__dict__, "archive": "ml", "id": next_id, "rate": rate, "license": None,
+                                     "mirror_of": ("xc", orig.id, orig.rate), "also": []}))
+        next_id += 7
 
 
 # ---------------------------------------------------------------- sound
@@ -210,6 +227,10 @@ def _note(pattern: str, f0: float, dur: float, sr: int, rng: np.random.Generator
 
 def synth_audio(rec: Recording) -> np.ndarray:
     """(frames, channels) float32 in [-1, 1] for a recording, from its species and id."""
+    if rec.mirror_of:  # the original's sound, resampled to this copy's rate
+        archive, rid, rate = rec.mirror_of
+        orig = synth_audio(Recording(**{**rec.__dict__, "archive": archive, "id": rid, "rate": rate, "mirror_of": None}))
+        return orig if rate == rec.rate else soxr.resample(orig, rate, rec.rate).astype(np.float32)
     sp, sr = rec.species, rec.rate
     rng = _rng("audio", rec.archive, rec.id)
     pos = species_position(sp)

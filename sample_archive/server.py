@@ -38,6 +38,8 @@ class SampleArchive:
         self.by_inat = {s.inat_id: s for s in self.archive.species}
         self.hidden: set[tuple[str, int]] = set()   # records withheld until revealed (incremental tests)
         self.chat_faults: deque[str] = deque()      # faults for the next chat-completions requests, in order
+        # (archive, id) -> (body, content type, declared length or None): bad media for tests
+        self.media_override: dict[tuple[str, int], tuple[bytes, str, int | None]] = {}
         self.chat_slow_s = 3.0
 
     def count(self, route: str) -> None:
@@ -104,6 +106,22 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _media(self, key: tuple[str, int], _unused=None) -> bool:
+        """Serve an override for this medium if a test set one; True when it did."""
+        got = self.state.media_override.get(key)
+        if got is None:
+            return False
+        body, ctype, declared = got
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(declared if declared is not None else len(body)))
+        if declared is not None and declared != len(body):
+            self.send_header("Connection", "close")  # the body stops short: the connection drops mid-body
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+        return True
+
     def _json(self, obj, status: int = 200) -> None:
         self._send(status, json.dumps(obj).encode(), "application/json; charset=utf-8")
 
@@ -167,6 +185,8 @@ class Handler(BaseHTTPRequestHandler):
                     "page": page, "numPages": pages, "recordings": [formats.xc_recording(r, base) for r in chunk]})
 
     def xc_download(self, st, base, q, rid) -> None:
+        if self._media(("xc", int(rid)), None):
+            return
         got = st.audio("xc", int(rid))
         if got is None:
             return self._send(404, b"<html><body>Not found</body></html>", "text/html")
@@ -211,12 +231,16 @@ class Handler(BaseHTTPRequestHandler):
                     "results": [formats.inat_taxon(s, True) for s in hits[:30]]})
 
     def inat_sound(self, st, base, q, sid, ext) -> None:
+        if self._media(("inat", int(sid)), None):
+            return
         got = st.audio("inat", int(sid))
         if got is None:
             return self._json({"error": "Not found", "status": 404}, 404)
         self._send(200, got[0], got[1])
 
     def inat_photo(self, st, base, q, pid, size, ext) -> None:
+        if self._media(("inat", int(pid)), None):
+            return
         body = st.image("inat", int(pid), formats.INAT_SIZES.get(size))
         if body is None:
             return self._json({"error": "Not found", "status": 404}, 404)
@@ -237,12 +261,16 @@ class Handler(BaseHTTPRequestHandler):
                                 "content": [formats.ml_item(i) for i in chunk]}})
 
     def ml_image(self, st, base, q, aid, size) -> None:
+        if self._media(("ml", int(aid)), None):
+            return
         body = st.image("ml", int(aid), int(size))
         if body is None:
             return self._send(404, b"", "text/plain")
         self._send(200, body, "image/jpeg")
 
     def ml_audio(self, st, base, q, aid) -> None:
+        if self._media(("ml", int(aid)), None):
+            return
         got = st.audio("ml", int(aid))
         if got is None:
             return self._send(404, b"", "text/plain")

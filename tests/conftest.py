@@ -18,6 +18,18 @@ def fixture_path(*parts: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="session", autouse=True)
+def xc_key():
+    """The sample archive wants a Xeno-canto key like the real one; tests grep outputs for this value."""
+    old = os.environ.get("XC_API_KEY")
+    os.environ["XC_API_KEY"] = TEST_KEY
+    yield TEST_KEY
+    if old is None:
+        os.environ.pop("XC_API_KEY", None)
+    else:
+        os.environ["XC_API_KEY"] = old
+
+
 @pytest.fixture(scope="session")
 def archive_server():
     """The sample archive on a free port of 127.0.0.1, serving for the whole session."""
@@ -56,7 +68,6 @@ def tiny_build(archive_server, tmp_path_factory):
     from bestiary.schemas.config import parse_config
     _, url = archive_server
     out = str(tmp_path_factory.mktemp("tiny") / "out")
-    os.environ["XC_API_KEY"] = TEST_KEY
     cfg = parse_config(tiny_config(url, out))
     stats = build(cfg)
     return cfg, stats

@@ -109,3 +109,68 @@ def test_api_key_never_reaches_outputs(tiny_build):
                 import gzip
                 data = gzip.decompress(data)
             assert needle not in data, path
+
+
+def test_mirrored_recordings_are_kept_once(tiny_build):
+    cfg, stats = tiny_build
+    rejects = pq.read_table(os.path.join(cfg.out, "rejects.parquet")).to_pylist()
+    dups = [r for r in rejects if r["reason"] in ("duplicate_audio", "near_duplicate_audio")]
+    assert dups, stats["rejects_by_reason"]
+    for d in dups:  # the Macaulay re-upload goes, the Xeno-canto original stays
+        assert d["key"].startswith("macaulay:") and d["detail"].startswith("of xeno-canto:")
+
+
+def _wav(data, rate, channels=1):
+    import numpy as np
+    import soundfile as sf
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(data, dtype=np.float32).reshape(-1, channels), rate, format="WAV")
+    return buf.getvalue()
+
+
+def test_bad_media_end_as_rejects_and_the_build_goes_on(archive_server, tmp_path):
+    import numpy as np
+    from bestiary.sample_archive.generate import render_audio, render_image
+    state, url = archive_server
+    owls = {"Strix", "Bubo", "Athene"}
+    xc = [r for r in state.archive.xc if r.species.genus in owls and "nd" not in r.license]
+    photos = [p for o in state.archive.inat if o.species.genus in owls for p in o.photos if p.license]
+    mp3 = next(render_audio(r)[0] for r in xc if r.fmt == "mp3")
+    tone = 0.3 * np.sin(np.arange(48000 * 12) * 0.05)
+    cmyk = io.BytesIO()
+    Image.open(io.BytesIO(render_image(photos[1]))).convert("CMYK").save(cmyk, format="JPEG")
+    bomb = io.BytesIO()
+    Image.new("1", (50000, 50000)).save(bomb, format="PNG")
+    cases = {  # record -> (body, content type, declared length), expected reason (None: must succeed)
+        ("xc", xc[0].id): ((mp3[: len(mp3) // 3], "audio/mpeg", len(mp3)), "http_body_incomplete"),
+        ("xc", xc[1].id): ((b"ID3\x03\x00" + bytes(range(256)) * 40, "audio/mpeg", None), "undecodable_audio"),
+        ("xc", xc[2].id): ((b"", "audio/mpeg", None), "empty_media"),
+        ("xc", xc[3].id): ((_wav(tone[:3000], 1000), "audio/x-wav", None), "sample_rate_too_low"),
+        ("xc", xc[4].id): ((b"<html><body>Service unavailable</body></html>", "text/html", None), "bad_content_type"),
+        ("xc", xc[5].id): ((_wav(np.repeat(np.resize(tone, int(xc[5].seconds * 48000))[:, None], 8, axis=1), 48000, 8),
+                            "audio/x-wav", None), None),
+        ("xc", xc[6].id): ((mp3[: len(mp3) // 4], "audio/mpeg", None), "truncated_audio"),
+        ("inat", photos[0].id): ((bomb.getvalue(), "image/png", None), "image_too_large"),
+        ("inat", photos[1].id): ((cmyk.getvalue(), "image/jpeg", None), None),
+    }
+    state.media_override.update({k: v for k, (v, _) in cases.items()})
+    try:
+        cfg = parse_config(tiny_config(url, str(tmp_path / "bad")))
+        stats = build(cfg)
+    finally:
+        for k in cases:
+            state.media_override.pop(k, None)
+    assert stats["accounting"]["balanced"]
+    rejects = {r["key"]: r for r in pq.read_table(os.path.join(cfg.out, "rejects.parquet")).to_pylist()}
+    prefix = {"xc": "xeno-canto:", "inat": "inaturalist:photo-"}
+    for (archive, rid), (_, reason) in cases.items():
+        key = prefix[archive] + str(rid)
+        if reason is None:
+            assert key not in rejects, rejects.get(key)
+        else:
+            assert rejects[key]["reason"] == reason, (key, rejects[key])
+    metas = [json.loads(s["json"]) for s in wds.WebDataset(
+        sorted(glob.glob(os.path.join(cfg.out, "shards", "*.tar"))), shardshuffle=False)]
+    eight = [m for m in metas if m["record_key"] == f"xeno-canto:{xc[5].id}"]
+    assert eight and eight[0]["audio"]["original_channels"] == 8  # downmixed, not rejected
+    assert verify(cfg.out)["ok"]
