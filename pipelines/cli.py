@@ -12,7 +12,7 @@ import signal
 import sys
 
 from bestiary import __version__
-from bestiary.pipelines.dedupe import LeakError
+from bestiary.pipelines.errors import LeakError
 from bestiary.schemas.config import ConfigError, load_config, parse_config
 
 EXIT_CONFIG = 2

@@ -13,16 +13,13 @@ from bestiary.connectors.http import FetchError, HttpClient, MediaCache
 from bestiary.media.audio import AudioError, check_recording, fingerprint_audio
 from bestiary.media.fingerprints import dhash, hamming, near_duplicates
 from bestiary.media.images import ImageError
+from bestiary.pipelines.errors import LeakError
 from bestiary.schemas.config import MediaConfig
 from bestiary.schemas.records import reject
 
 AUDIO_TYPES = ("audio/", "application/octet-stream", "binary/octet-stream")
 IMAGE_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 SOURCE_PRIORITY = {"xeno-canto": 0, "inaturalist": 1, "macaulay": 2, "gbif": 3}  # originals before mirrors
-
-
-class LeakError(RuntimeError):
-    """Something is on two sides of the split: the build must not be published."""
 
 
 class ProbeMedia(beam.DoFn):

@@ -10,7 +10,8 @@ from PIL import Image
 
 from bestiary.media.audio import fingerprint_audio, make_clips
 from bestiary.media.fingerprints import dhash, hamming, near_duplicates
-from bestiary.pipelines.dedupe import LeakError, dedupe_audio, dedupe_images, leak_check
+from bestiary.pipelines.dedupe import dedupe_audio, dedupe_images, leak_check
+from bestiary.pipelines.errors import LeakError
 from tests.conftest import fixture_path
 
 
