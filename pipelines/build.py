@@ -92,7 +92,7 @@ def finalize(cfg: BuildConfig) -> dict:
     stats = build_stats(cfg, sidecars, rejects)
     io.write_json(io.join(cfg.out, "stats.json"), stats)
     from bestiary.pipelines.card import write_card
-    write_card(cfg, manifest, stats)
+    write_card(cfg, manifest, {**stats, "recordings_in_samples_keys": [k for s in sidecars for k in s["recordings"]]})
     return stats
 
 

@@ -45,7 +45,7 @@ def sample_json(rec: dict, clip, info, image_meta: dict, captions: list[dict], k
         "audio": {"offset_s": clip.offset_s, "seconds": clip.seconds, "sample_rate": rate,
                   "original_sample_rate": info.sample_rate, "original_channels": info.channels,
                   "original_seconds": round(info.seconds, 3), "rms_dbfs": clip.rms_db,
-                  "ultrasonic_content_lost": info.sample_rate > 2 * 24000},
+                  "ultrasonic_content_lost": info.sample_rate > rate, "pcm_sha256": rec.get("pcm_sha256")},
         "image": image_meta,
         "captions": captions,
         "location": {"lat": rec.get("lat"), "lon": rec.get("lon"), "country": rec.get("country")},

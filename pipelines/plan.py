@@ -40,6 +40,11 @@ def split_of(taxon_id: str, observation_id: str, cfg: SplitConfig) -> str:
     return "train"
 
 
+def clip_bytes(clip_seconds: float, rate: int = 48000) -> float:
+    """A sample's expected size: 16-bit FLAC of field audio keeps ~60 % of PCM, plus image and json."""
+    return clip_seconds * rate * 2 * 0.6 + 30_000
+
+
 def expected_clips(duration_s: float | None, clip_seconds: float, max_clips: int) -> int:
     if not duration_s:
         return 1
@@ -118,7 +123,9 @@ def plan_shards(audio: list[dict], images: list[dict], split_cfg: SplitConfig, s
         if not recs:
             continue
         total = sum(r["expected_clips"] for r in recs)
-        n = min(len(recs), max(shard_cfg.min_shards_per_split, math.ceil(total / shard_cfg.samples_per_shard)))
+        by_count = math.ceil(total / shard_cfg.samples_per_shard)
+        by_size = math.ceil(total * clip_bytes(clip_seconds) / (shard_cfg.max_mb * 1e6)) if shard_cfg.max_mb else 1
+        n = min(len(recs), max(shard_cfg.min_shards_per_split, by_count, by_size))
         for i in range(n):
             members = recs[i::n]
             tasks.append({"split": split, "index": i, "name": f"{split}-{i:06d}",

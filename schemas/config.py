@@ -73,6 +73,7 @@ class SplitConfig(_Frozen):
 
 class ShardConfig(_Frozen):
     samples_per_shard: int = Field(1000, ge=1)
+    max_mb: float | None = Field(None, gt=0)   # also cap a shard's estimated size
     min_shards_per_split: int = Field(1, ge=1)
 
 

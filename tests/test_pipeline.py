@@ -174,3 +174,46 @@ def test_bad_media_end_as_rejects_and_the_build_goes_on(archive_server, tmp_path
     eight = [m for m in metas if m["record_key"] == f"xeno-canto:{xc[5].id}"]
     assert eight and eight[0]["audio"]["original_channels"] == 8  # downmixed, not rejected
     assert verify(cfg.out)["ok"]
+
+
+def test_sample_json_matches_the_documented_structure(tiny_build):
+    from bestiary.schemas.sample import SAMPLE_JSON
+    cfg, _ = tiny_build
+    url = sorted(glob.glob(os.path.join(cfg.out, "shards", "train-*.tar")))[0]
+    meta = json.loads(next(iter(wds.WebDataset(url, shardshuffle=False)))["json"])
+
+    def same_keys(spec, obj, where):
+        if isinstance(spec, dict):
+            assert set(obj) == set(spec), (where, set(obj) ^ set(spec))
+            for k in spec:
+                if obj[k] is not None:
+                    same_keys(spec[k], obj[k], f"{where}.{k}")
+    spec = {**SAMPLE_JSON, "captions": None}
+    same_keys(spec, {**meta, "captions": None}, "json")
+    assert {c["kind"] for c in meta["captions"]} >= {"common", "scientific", "taxonomy"}
+
+
+def test_shards_load_with_hugging_face_datasets(tiny_build, tmp_path):
+    import datasets
+    from bestiary.schemas.sample import hf_features
+    cfg, stats = tiny_build
+    files = {split: sorted(glob.glob(os.path.join(cfg.out, "shards", f"{split}-*.tar"))) for split in ("train", "test")}
+    ds = datasets.load_dataset("webdataset", data_files=files, features=hf_features(),
+                               cache_dir=str(tmp_path / "hf"))
+    assert ds["train"].num_rows == stats["shard"]["samples_by_split"]["train"]
+    row = ds["train"][0]
+    clip, rate = read_clip(row["flac"])  # bytes as written, decoded with soundfile, not torchcodec
+    assert rate == 48000 and len(clip) == 480000
+    assert row["jpg"].mode == "RGB" and row["json"]["key"] == row["__key__"]
+    assert row["txt"] in [c["text"] for c in row["json"]["captions"]]
+
+
+def test_dataset_card_and_plots(tiny_build):
+    cfg, stats = tiny_build
+    with open(os.path.join(cfg.out, "README.md")) as fh:
+        card = fh.read()
+    assert "| train |" in card and "balanced" in card
+    for name in ("species_long_tail", "durations", "licences", "locations"):
+        assert f"card/{name}.png" in card
+        with Image.open(os.path.join(cfg.out, "card", f"{name}.png")) as img:
+            assert img.format == "PNG" and img.size[0] > 300

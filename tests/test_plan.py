@@ -83,3 +83,11 @@ def test_sample_keys_are_safe_and_unique():
     assert k == "xc_254462_00012250"
     assert "." not in sample_key("inaturalist", "sound-1.2/../x", 0)
     assert sample_key("macaulay", "1", 0) != sample_key("macaulay", "1", 10)
+
+
+def test_shards_capped_by_size_too():
+    audio, images = catalog()
+    cfg = SplitConfig(unseen_fraction=0.0, val_fraction=0.0, test_fraction=0.0)
+    by_count, _ = plan_shards(audio, images, cfg, ShardConfig(samples_per_shard=1000), 10, 2)
+    by_mb, _ = plan_shards(audio, images, cfg, ShardConfig(samples_per_shard=1000, max_mb=5), 10, 2)
+    assert len(by_count) == 1 and len(by_mb) == 18  # 144 clips of ~0.61 MB in 5 MB shards: ceil(87.3 / 5)
