@@ -34,7 +34,8 @@ def _overrides(pairs: list[str]) -> dict:
 def cmd_serve_sample(a) -> int:
     from bestiary.sample_archive.server import make_server
     try:
-        server, state = make_server(a.host, a.port, seed=a.seed, scale=a.scale, latency_ms=a.latency_ms)
+        server, state = make_server(a.host, a.port, seed=a.seed, scale=a.scale, latency_ms=a.latency_ms,
+                                    max_seconds=a.max_seconds, audio_format=a.audio_format)
     except OSError as err:
         raise ConfigError(f"cannot listen on {a.host}:{a.port} ({err.strerror}); choose another --port") from None
     host, port = server.server_address[:2]
@@ -138,6 +139,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--scale", type=float, default=1.0, help="records per species, relative to the default")
     s.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
+    s.add_argument("--max-seconds", type=float, help="cap recording lengths (lighter archives for benchmarks)")
+    s.add_argument("--audio-format", choices=["mp3", "wav"], help="serve every recording in one format")
     s.add_argument("--ready-file", help="write the base URL here once listening")
     s.set_defaults(fn=cmd_serve_sample)
 

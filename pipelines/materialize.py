@@ -54,22 +54,34 @@ def sample_json(rec: dict, clip, info, image_meta: dict, captions: list[dict], k
     }
 
 
-def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def member_header(name: str, size: int) -> bytes:
+    """A USTAR header with fixed mtime, mode and owners (tarfile's own encoder)."""
     info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    info.size, info.mtime, info.mode = size, 0, 0o644
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    tar.addfile(info, _io.BytesIO(data))
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
 
 
 def write_tar(samples: list[tuple[str, dict[str, bytes]]]) -> bytes:
-    """A WebDataset tar: samples in key order, each sample's members adjacent in a fixed order."""
+    """A WebDataset tar: samples in key order, each sample's members adjacent in a fixed order.
+
+    Headers come from tarfile; bodies are written whole (not in 16 KB chunks), so
+    this is as fast as a plain `tarfile` loop and byte-identical to what tarfile
+    writes for the same members (tested)."""
     buf = _io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, members in sorted(samples, key=lambda s: s[0]):
-            for ext in MEMBER_ORDER:
-                if ext in members:
-                    add_member(tar, f"{key}.{ext}", members[ext])
+    for key, members in sorted(samples, key=lambda s: s[0]):
+        for ext in MEMBER_ORDER:
+            body = members.get(ext)
+            if body is None:
+                continue
+            if not isinstance(body, (bytes, bytearray)):
+                raise TypeError(f"{key}.{ext}: members must be bytes")
+            buf.write(member_header(f"{key}.{ext}", len(body)))
+            buf.write(body)
+            buf.write(tarfile.NUL * (-len(body) % tarfile.BLOCKSIZE))
+    buf.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))            # end-of-archive marker
+    buf.write(tarfile.NUL * (-buf.tell() % tarfile.RECORDSIZE))  # padded to a whole record, as tarfile does
     return buf.getvalue()
 
 

@@ -142,8 +142,11 @@ def _recording(archive: str, rid: int, sp: Species, rng: np.random.Generator, li
     )
 
 
-def build_archive(seed: int = 7, scale: float = 1.0) -> Archive:
-    """The whole archive's metadata; media are rendered on demand from the same seed."""
+def build_archive(seed: int = 7, scale: float = 1.0, max_seconds: float | None = None,
+                  audio_format: str | None = None) -> Archive:
+    """The whole archive's metadata; media are rendered on demand from the same seed.
+
+    `max_seconds` and `audio_format` ("wav" or "mp3") make lighter archives for benchmarks."""
     species = all_species()
     rng = _rng("archive", seed)
     xc, inat, ml_audio, ml_photos = [], [], [], []
@@ -182,6 +185,11 @@ def build_archive(seed: int = 7, scale: float = 1.0) -> Archive:
         o.updated = f"{o.date}T12:00:00+00:00"
         for item in o.sounds + o.photos:
             item.observation = o.id
+    for rec in xc + ml_audio + [snd for o in inat for snd in o.sounds]:
+        if max_seconds:
+            rec.seconds = min(rec.seconds, max_seconds)
+        if audio_format:
+            rec.fmt = audio_format
     return Archive(seed, species, sorted(xc, key=lambda r: r.id), sorted(inat, key=lambda o: o.id),
                    sorted(ml_audio, key=lambda r: r.id), sorted(ml_photos, key=lambda p: p.id))
 

@@ -28,8 +28,9 @@ XC_TAG = re.compile(r'(\w+):("[^"]*"|\S+)')
 class SampleArchive:
     """The archive's data plus request counters; shared by the handler threads."""
 
-    def __init__(self, seed: int = 7, scale: float = 1.0, latency_ms: float = 0.0, api_key: str | None = None):
-        self.archive: Archive = build_archive(seed, scale)
+    def __init__(self, seed: int = 7, scale: float = 1.0, latency_ms: float = 0.0, api_key: str | None = None,
+                 max_seconds: float | None = None, audio_format: str | None = None):
+        self.archive: Archive = build_archive(seed, scale, max_seconds, audio_format)
         self.latency = latency_ms / 1000
         self.api_key = api_key
         self.counts: Counter = Counter()

@@ -217,3 +217,17 @@ def test_dataset_card_and_plots(tiny_build):
         assert f"card/{name}.png" in card
         with Image.open(os.path.join(cfg.out, "card", f"{name}.png")) as img:
             assert img.format == "PNG" and img.size[0] > 300
+
+
+def test_tar_writer_matches_tarfile_byte_for_byte():
+    from bestiary.pipelines.materialize import write_tar
+    samples = [("b_2_00000000", {"txt": b"x" * 700, "flac": b"\x00\x01" * 3000}), ("a_1_00010000", {"json": b"{}"})]
+    ours = write_tar(samples)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, body in [("a_1_00010000.json", b"{}"), ("b_2_00000000.flac", b"\x00\x01" * 3000),
+                           ("b_2_00000000.txt", b"x" * 700)]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = len(body), 0, 0o644, 0, 0, "", ""
+            tar.addfile(info, io.BytesIO(body))
+    assert ours == buf.getvalue()
