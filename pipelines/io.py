@@ -75,3 +75,31 @@ def listdir(pattern: str) -> list[str]:
 
 def basename(path: str) -> str:
     return posixpath.basename(path)
+
+
+class AtomicWriter:
+    """A file written under a temporary name and renamed on success (local), or an object
+    uploaded as it is written and visible only once complete (object stores).  On an
+    exception nothing appears under the final name."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.tmp = f"{path}.tmp-{os.getpid()}" if is_local(path) else None
+
+    def __enter__(self):
+        if self.tmp:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self.fh = open(self.tmp, "wb")
+        else:
+            self.fh = FileSystems.create(self.path)
+        return self.fh
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.fh.close()
+        if self.tmp:
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+            else:
+                os.remove(self.tmp)
+        elif exc_type is not None and FileSystems.exists(self.path):
+            FileSystems.delete([self.path])

@@ -72,6 +72,18 @@ def test_bad_audio_gets_reasons():
     assert err.value.reason == "sample_rate_too_low"
 
 
+@pytest.mark.parametrize("fmt,subtype", [("FLAC", "PCM_24"), ("OGG", "VORBIS"), ("WAV", "PCM_U8")])
+def test_flac_ogg_and_8bit_wav_decode(fmt, subtype):
+    raw = wav_bytes("pykanto_great_tit_2021-B32-0415_05-11.wav")
+    x, rate = sf.read(io.BytesIO(raw), dtype="float32")
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format=fmt, subtype=subtype)
+    info, clips = make_clips(buf.getvalue())
+    assert info.sample_rate == rate and abs(info.seconds - len(x) / rate) < 0.05
+    back = soxr.resample(read_clip(clips[0].flac)[0], 48000, rate)[: len(x)]
+    assert np.corrcoef(x, back)[0, 1] > 0.95
+
+
 def test_mp3_and_m4a_decode():
     tone = (0.3 * np.sin(2 * np.pi * 1000 * np.arange(44100 * 4) / 44100)).astype(np.float32)
     mp3 = io.BytesIO()

@@ -231,3 +231,24 @@ def test_tar_writer_matches_tarfile_byte_for_byte():
             info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = len(body), 0, 0o644, 0, 0, "", ""
             tar.addfile(info, io.BytesIO(body))
     assert ours == buf.getvalue()
+
+
+def test_a_leak_fails_the_build_before_anything_is_published(tiny_build, tmp_path):
+    import shutil
+    import pytest
+    from bestiary.pipelines.build import finalize
+    from bestiary.pipelines.errors import LeakError
+    cfg, _ = tiny_build
+    copy = tmp_path / "copy"
+    shutil.copytree(cfg.out, copy, ignore=shutil.ignore_patterns("*.tar", "cache", "raw"))
+    os.remove(copy / "shards" / "manifest.json")
+    bad = parse_config(tiny_config("http://127.0.0.1:1", str(copy)))
+    test_sidecar = sorted((copy / "shards").glob("test-*.json"))[0]
+    train_sidecar = sorted((copy / "shards").glob("train-*.json"))[0]
+    stats = json.loads(test_sidecar.read_text())
+    stolen = json.loads(train_sidecar.read_text())["members"][0]
+    stats["members"].append({**stolen, "record": "xeno-canto:0", "split": "test"})  # same observation on two sides
+    test_sidecar.write_text(json.dumps(stats))
+    with pytest.raises(LeakError, match="observation"):
+        finalize(bad)
+    assert not (copy / "shards" / "manifest.json").exists()
