@@ -11,6 +11,20 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 TEST_KEY = "test-key-not-a-secret-0123456789"
 
 
+def bomb_png(width: int = 50000, height: int = 50000) -> bytes:
+    """A PNG that declares width x height pixels (a decompression bomb's header) in a few bytes:
+    the image paths must refuse it from the header, before decoding anything."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    idat = zlib.compress(row * 16)  # the first rows only: enough to look real
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 def fixture_path(*parts: str) -> Path:
     p = FIXTURES.joinpath(*parts)
     if not p.exists():

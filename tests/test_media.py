@@ -10,7 +10,7 @@ from PIL import Image
 
 from bestiary.media.audio import AudioError, make_clips, read_clip, select_windows
 from bestiary.media.images import ImageError, prepare_image
-from tests.conftest import fixture_path
+from tests.conftest import bomb_png, fixture_path
 
 
 def wav_bytes(name):
@@ -144,8 +144,6 @@ def test_bad_images_get_reasons():
         with pytest.raises(ImageError) as err:
             prepare_image(data)
         assert err.value.reason == reason
-    bomb = io.BytesIO()
-    Image.new("1", (50000, 50000)).save(bomb, format="PNG")  # 50,000 x 50,000: rejected before decoding
-    with pytest.raises(ImageError) as err:
-        prepare_image(bomb.getvalue())
+    with pytest.raises(ImageError) as err:  # 50,000 x 50,000: rejected before decoding
+        prepare_image(bomb_png())
     assert err.value.reason == "image_too_large"

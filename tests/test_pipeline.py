@@ -14,7 +14,7 @@ from bestiary.pipelines.build import STAGES, build, stage_done
 from bestiary.pipelines.verify import verify
 from bestiary.schemas.config import parse_config
 from bestiary.schemas.records import CATALOG_COLUMNS, REJECT_SCHEMA
-from tests.conftest import TEST_KEY, tiny_config
+from tests.conftest import TEST_KEY, bomb_png, tiny_config
 
 
 def test_catalog_follows_the_contract(tiny_build):
@@ -139,8 +139,6 @@ def test_bad_media_end_as_rejects_and_the_build_goes_on(archive_server, tmp_path
     tone = 0.3 * np.sin(np.arange(48000 * 12) * 0.05)
     cmyk = io.BytesIO()
     Image.open(io.BytesIO(render_image(photos[1]))).convert("CMYK").save(cmyk, format="JPEG")
-    bomb = io.BytesIO()
-    Image.new("1", (50000, 50000)).save(bomb, format="PNG")
     cases = {  # record -> (body, content type, declared length), expected reason (None: must succeed)
         ("xc", xc[0].id): ((mp3[: len(mp3) // 3], "audio/mpeg", len(mp3)), "http_body_incomplete"),
         ("xc", xc[1].id): ((b"ID3\x03\x00" + bytes(range(256)) * 40, "audio/mpeg", None), "undecodable_audio"),
@@ -150,7 +148,7 @@ def test_bad_media_end_as_rejects_and_the_build_goes_on(archive_server, tmp_path
         ("xc", xc[5].id): ((_wav(np.repeat(np.resize(tone, int(xc[5].seconds * 48000))[:, None], 8, axis=1), 48000, 8),
                             "audio/x-wav", None), None),
         ("xc", xc[6].id): ((mp3[: len(mp3) // 4], "audio/mpeg", None), "truncated_audio"),
-        ("inat", photos[0].id): ((bomb.getvalue(), "image/png", None), "image_too_large"),
+        ("inat", photos[0].id): ((bomb_png(), "image/png", None), "image_too_large"),
         ("inat", photos[1].id): ((cmyk.getvalue(), "image/jpeg", None), None),
     }
     state.media_override.update({k: v for k, (v, _) in cases.items()})
