@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import threading
 import time
@@ -62,11 +63,16 @@ class TokenBucket:
             time.sleep(wait)
 
 
+# failures worth another try: the next answer may well be whole
+TRANSIENT = {"http_body_incomplete", "http_timeout", "http_connection", "http_retries_exhausted", "invalid_json"}
+
+
 @dataclass
 class HttpPolicy:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
-    retries: int = 5
+    retries: int = 5                 # urllib3: statuses 429/5xx, connect and read errors
+    body_retries: int = 3            # ours: bodies cut short, invalid JSON, an HTML page instead of JSON
     backoff: float = 0.5
     max_body_bytes: int = 512 * 1024 * 1024
     rates: dict[str, float] = field(default_factory=dict)  # host -> requests/s; unknown hosts unlimited
@@ -130,7 +136,20 @@ class HttpClient:
             raise FetchError("bad_content_type", f"{ctype or 'none'} for {_safe(url)}")
         return resp
 
+    def with_retries(self, fn, retry_on: set[str] = TRANSIENT):
+        """Call fn, again after a jittered backoff while it fails with a transient reason."""
+        for attempt in range(self.policy.body_retries + 1):
+            try:
+                return fn()
+            except FetchError as err:
+                if err.reason not in retry_on or attempt == self.policy.body_retries:
+                    raise
+                time.sleep(self.policy.backoff * 2 ** attempt * random.uniform(0.75, 1.25))
+
     def get_bytes(self, url: str, params: dict | None = None, expect: tuple[str, ...] = ()) -> bytes:
+        return self.with_retries(lambda: self._get_bytes(url, params, expect))
+
+    def _get_bytes(self, url: str, params: dict | None = None, expect: tuple[str, ...] = ()) -> bytes:
         resp = self.get(url, params=params, expect=expect)
         declared = int(resp.headers.get("Content-Length") or 0)
         if declared > self.policy.max_body_bytes:
@@ -150,11 +169,14 @@ class HttpClient:
         return b"".join(chunks)
 
     def get_json(self, url: str, params: dict | None = None):
-        body = self.get_bytes(url, params=params)
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise FetchError("invalid_json", f"{len(body)} bytes from {_safe(url)}") from None
+        """A JSON answer; an HTML error page, a body cut short or broken JSON is retried, then FetchError."""
+        def once():
+            body = self._get_bytes(url, params=params, expect=("application/json", "text/json"))
+            try:
+                return json.loads(body)
+            except ValueError:
+                raise FetchError("invalid_json", f"{len(body)} bytes from {_safe(url)}") from None
+        return self.with_retries(once, TRANSIENT | {"bad_content_type"})
 
 
 def _safe(text: str) -> str:
@@ -207,3 +229,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def policy_from(http, sources=()) -> HttpPolicy:
+    """An HttpPolicy from a config's `http` section and its sources' `requests_per_second`."""
+    from urllib.parse import urlsplit
+    rates = {}
+    for s in sources:
+        if s.requests_per_second:
+            rates[urlsplit(s.base_url).netloc] = s.requests_per_second
+            if s.media_base_url:
+                rates[urlsplit(s.media_base_url).netloc] = s.requests_per_second
+    return HttpPolicy(connect_timeout=http.connect_timeout, read_timeout=http.read_timeout, retries=http.retries,
+                      body_retries=http.body_retries, backoff=http.backoff,
+                      max_body_bytes=int(http.max_body_mb * 1024 * 1024), rates=rates)

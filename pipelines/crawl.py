@@ -14,13 +14,14 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from bestiary.connectors import inaturalist, macaulay, xenocanto
-from bestiary.connectors.http import FetchError, HttpClient, HttpPolicy
+from bestiary.connectors.http import FetchError, HttpClient, policy_from
 from bestiary.pipelines import io
 from bestiary.schemas.config import BuildConfig, SourceConfig
 from bestiary.schemas.records import reject
 
 log = logging.getLogger(__name__)
 CRAWLABLE = ("xeno-canto", "inaturalist", "macaulay")
+MAX_RESTARTS = 3
 
 
 def partitions(cfg: BuildConfig) -> list[dict]:
@@ -34,14 +35,24 @@ def partitions(cfg: BuildConfig) -> list[dict]:
     return out
 
 
+class PagingChanged(RuntimeError):
+    """The result set changed under page-number paging: pages may have shifted, start again."""
+
+
 def fetch_pages(client: HttpClient, src: SourceConfig, query, cursor) -> Iterator[tuple[list[dict], object]]:
     """(records, next cursor) per page; the cursor is None after the last page."""
+    total = None
     while True:
         if src.name == "xeno-canto":
             page = cursor or 1
             url, params = xenocanto.page_request(src.base_url, str(query), page, src.per_page,
                                                  xenocanto.api_key(src.api_key_env))
-            records, pages = xenocanto.parse_page(client.get_json(url, params))
+            body = client.get_json(url, params)
+            records, pages = xenocanto.parse_page(body)
+            count = int(body.get("numRecordings") or 0)
+            if total is not None and count != total:  # a record came or went: later pages shifted
+                raise PagingChanged(f"numRecordings {total} -> {count} at page {page}")
+            total = count
             cursor = page + 1 if page < pages and records else None
         elif src.name == "inaturalist":
             above = cursor or 0
@@ -85,12 +96,7 @@ class CrawlPartition(beam.DoFn):
         self.cfg = cfg
 
     def setup(self) -> None:
-        rates = {}
-        for s in self.cfg.sources:
-            if s.requests_per_second:
-                from urllib.parse import urlsplit
-                rates[urlsplit(s.base_url).netloc] = s.requests_per_second
-        self.client = HttpClient(HttpPolicy(rates=rates))
+        self.client = HttpClient(policy_from(self.cfg.http, self.cfg.sources))
 
     def process(self, part: dict):
         src = next(s for s in self.cfg.sources if s.name == part["source"])
@@ -103,15 +109,24 @@ class CrawlPartition(beam.DoFn):
         if state["done"]:
             return
         try:
-            for records, cursor in fetch_pages(self.client, src, part["query"], state["cursor"]):
-                if src.max_pages and state["pages"] >= src.max_pages:
-                    cursor = None
+            for attempt in range(MAX_RESTARTS + 1):
+                try:
+                    for records, cursor in fetch_pages(self.client, src, part["query"], state["cursor"]):
+                        if src.max_pages and state["pages"] >= src.max_pages:
+                            break
+                        _write_page(io.join(root, f"page-{state['pages']:06d}.jsonl.gz"), records)
+                        state = {"cursor": cursor, "pages": state["pages"] + 1, "done": cursor is None}
+                        io.write_json(state_path, state)
+                        for rec in records:
+                            yield part["source"], rec
                     break
-                _write_page(io.join(root, f"page-{state['pages']:06d}.jsonl.gz"), records)
-                state = {"cursor": cursor, "pages": state["pages"] + 1, "done": cursor is None}
-                io.write_json(state_path, state)
-                for rec in records:
-                    yield part["source"], rec
+                except PagingChanged as err:
+                    # records already sent are merged by key downstream; nothing is skipped
+                    log.warning("partition %s: %s; crawling it again (%d)", part["id"], err, attempt + 1)
+                    if attempt == MAX_RESTARTS:
+                        raise FetchError("paging_unstable", str(err)) from None
+                    state = {"cursor": None, "pages": 0, "done": False}
+                    io.write_json(state_path, state)
         except (FetchError, ValueError) as err:
             reason = getattr(err, "reason", "bad_page")
             log.warning("partition %s stopped at page %d: %s", part["id"], state["pages"], reason)

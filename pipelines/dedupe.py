@@ -9,7 +9,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from bestiary.connectors.http import FetchError, HttpClient, MediaCache
+from bestiary.connectors.http import FetchError, HttpClient, HttpPolicy, MediaCache
 from bestiary.media.audio import AudioError, check_recording, fingerprint_audio
 from bestiary.media.fingerprints import dhash, hamming, near_duplicates
 from bestiary.media.images import ImageError
@@ -25,12 +25,13 @@ SOURCE_PRIORITY = {"xeno-canto": 0, "inaturalist": 1, "macaulay": 2, "gbif": 3} 
 class ProbeMedia(beam.DoFn):
     """(kind, key, url) -> probe row: fetched into the cache, fingerprinted, or the reason it failed."""
 
-    def __init__(self, cache_root: str, media: MediaConfig, durations: dict[str, float] | None = None):
-        self.cache_root, self.media = cache_root, media
+    def __init__(self, cache_root: str, media: MediaConfig, policy: HttpPolicy,
+                 durations: dict[str, float] | None = None):
+        self.cache_root, self.media, self.policy = cache_root, media, policy
         self.durations = durations or {}  # what the archive says, to catch files cut short at the source
 
     def setup(self) -> None:
-        self.client = HttpClient()
+        self.client = HttpClient(self.policy)
         self.cache = MediaCache(self.cache_root)
 
     def process(self, item: tuple[str, str, str]):

@@ -12,7 +12,7 @@ import re
 import apache_beam as beam
 
 from bestiary.connectors import gbif
-from bestiary.connectors.http import FetchError, HttpClient
+from bestiary.connectors.http import FetchError, HttpClient, policy_from
 from bestiary.schemas.config import BuildConfig
 from bestiary.schemas.records import TAXON_RANKS
 
@@ -65,9 +65,10 @@ class ResolveName(beam.DoFn):
         self.gbif_url = cfg.taxonomy.gbif_base_url
         inat = [s for s in cfg.sources if s.name == "inaturalist"]
         self.inat_url = inat[0].base_url if inat else None
+        self.policy = policy_from(cfg.http, cfg.sources)
 
     def setup(self) -> None:
-        self.client = HttpClient()
+        self.client = HttpClient(self.policy)
 
     def process(self, item: tuple[str, str | None]):
         key, common = item

@@ -13,7 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+RAW = CompressionTypes.UNCOMPRESSED
 
 
 def join(*parts: str) -> str:
@@ -36,12 +39,13 @@ def write_bytes(path: str, data: bytes) -> None:
             fh.write(data)
         os.replace(tmp, path)
         return
-    with FileSystems.create(path) as fh:
+    with FileSystems.create(path, compression_type=RAW) as fh:
         fh.write(data)
 
 
 def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path) as fh:
+    # RAW: Beam would otherwise gunzip '.gz' files on read (and gzip them on write) by their name
+    with FileSystems.open(path, compression_type=RAW) as fh:
         return fh.read()
 
 
@@ -91,7 +95,7 @@ class AtomicWriter:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             self.fh = open(self.tmp, "wb")
         else:
-            self.fh = FileSystems.create(self.path)
+            self.fh = FileSystems.create(self.path, compression_type=RAW)
         return self.fh
 
     def __exit__(self, exc_type, exc, tb) -> None:

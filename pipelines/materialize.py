@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 
-from bestiary.connectors.http import FetchError, HttpClient, MediaCache
+from bestiary.connectors.http import FetchError, HttpClient, MediaCache, policy_from
 from bestiary.media.audio import AudioError, make_clips
 from bestiary.media.images import ImageError, prepare_image
 from bestiary.pipelines import io
@@ -115,7 +115,7 @@ class MaterializeShard(beam.DoFn):
         self.cfg = cfg
 
     def setup(self) -> None:
-        self.client = HttpClient()
+        self.client = HttpClient(policy_from(self.cfg.http, self.cfg.sources))
         self.cache = MediaCache(io.join(self.cfg.out, "cache", "media"))
 
     def prefetch(self, records: list[dict], threads: int = 8) -> dict[str, FetchError]:

@@ -14,6 +14,7 @@ from collections import Counter
 
 import apache_beam as beam
 
+from bestiary.connectors.http import policy_from
 from bestiary.connectors.licenses import license_allowed
 from bestiary.pipelines import io
 from bestiary.pipelines.caption import CaptionWithLLM, caption_row
@@ -192,7 +193,8 @@ def probe(cfg: BuildConfig, audio: list[dict], images: list[dict]) -> dict[str, 
     with make_pipeline(cfg.runner) as p:
         durations = {r["key"]: r["duration_s"] for r in audio if r.get("duration_s")}
         rows = (p | beam.Create(items) | beam.Reshuffle()
-                | "probe" >> beam.ParDo(ProbeMedia(path(cfg, "cache", "media"), cfg.media, durations)))
+                | "probe" >> beam.ParDo(ProbeMedia(path(cfg, "cache", "media"), cfg.media, policy_from(cfg.http, cfg.sources),
+                                                      durations)))
         p | "once" >> beam.Create([None]) | beam.Map(_write_probes, cfg, beam.pvalue.AsList(rows))
     return {r["key"]: r for r in io.read_rows(path(cfg, "catalog", "probes.parquet"))}
 

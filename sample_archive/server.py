@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from collections import deque
 
-from bestiary.sample_archive import chat, formats
+from bestiary.sample_archive import chat, faults, formats
 from bestiary.sample_archive.generate import Archive, build_archive, render_audio, render_image
 
 XC_TAG = re.compile(r'(\w+):("[^"]*"|\S+)')
@@ -41,7 +41,28 @@ class SampleArchive:
         self.chat_faults: deque[str] = deque()      # faults for the next chat-completions requests, in order
         # (archive, id) -> (body, content type, declared length or None): bad media for tests
         self.media_override: dict[tuple[str, int], tuple[bytes, str, int | None]] = {}
+        self.media_faults: dict[tuple[str, int], str] = {}  # (archive, id) -> a fault on that medium, every time
         self.chat_slow_s = 3.0
+        self.slow_s = 3.0
+        self.faults: dict[str, deque[str]] = {}      # route -> faults for its next requests
+
+    def add_faults(self, route: str, *names: str) -> None:
+        """Queue faults for a route's next requests ('name*' stays for every request)."""
+        for n in names:
+            if n.rstrip("*") not in faults.ALL:
+                raise ValueError(f"unknown fault {n!r} (known: {', '.join(sorted(faults.ALL))})")
+        with self.lock:
+            self.faults.setdefault(route, deque()).extend(names)
+
+    def take_fault(self, route: str) -> str | None:
+        with self.lock:
+            q = self.faults.get(route)
+            if not q:
+                return None
+            name = q[0]
+            if name.endswith("*"):
+                return name[:-1]
+            return q.popleft()
 
     def count(self, route: str) -> None:
         with self.lock:
@@ -98,6 +119,24 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
+        fault = getattr(self, "fault", None)
+        if fault in faults.BODY and status == 200:
+            body, ctype, declared = faults.mangle(fault, body, ctype)
+            if declared is not None:
+                return self._short_send(body, ctype, declared)
+        self._plain_send(status, body, ctype, headers)
+
+    def _short_send(self, body: bytes, ctype: str, declared: int) -> None:
+        """Declare more than is sent, then close: the connection drops mid-body."""
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(declared))
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _plain_send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -108,19 +147,21 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _media(self, key: tuple[str, int], _unused=None) -> bool:
-        """Serve an override for this medium if a test set one; True when it did."""
+        """Serve an override or a fault for this medium if a test set one; True when it did."""
+        fault = self.state.media_faults.get(key)
+        if fault:
+            self.fault = fault
+            if faults.answer_before(self, fault, self.state.slow_s):
+                return True
+            return False  # body-level faults: the route answers and _send mangles it
         got = self.state.media_override.get(key)
         if got is None:
             return False
         body, ctype, declared = got
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(declared if declared is not None else len(body)))
         if declared is not None and declared != len(body):
-            self.send_header("Connection", "close")  # the body stops short: the connection drops mid-body
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(body)
+            self._short_send(body, ctype, declared)
+        else:
+            self._plain_send(200, body, ctype)
         return True
 
     def _json(self, obj, status: int = 200) -> None:
@@ -157,11 +198,23 @@ class Handler(BaseHTTPRequestHandler):
             m = re.fullmatch(pattern, path)
             if m:
                 st.count(route.__name__)
+                self.fault = self.headers.get("X-Bestiary-Fault") or st.take_fault(route.__name__)
+                self.fault = None if self.fault == "none" else self.fault
+                if self.fault and faults.answer_before(self, self.fault, st.slow_s):
+                    return None
                 return route(self, st, base, q, *m.groups())
         st.count("not_found")
         self._json({"error": "Not found", "status": 404}, 404)
 
     # ------------------------------------------------------------ routes
+    def _vanish(self, st, archive: str, items: list, at: int) -> list:
+        """On a 'vanish' fault the record at `at` is withdrawn from the archive for good."""
+        if self.fault == "vanish" and len(items) > at:
+            with st.lock:
+                st.hidden.add((archive, items[at].id))
+            return items[:at] + items[at + 1:]
+        return items
+
     def index(self, st, base, q) -> None:
         self._json({"service": "bestiary sample archive", "seed": st.archive.seed,
                     "species": len(st.archive.species)})
@@ -179,9 +232,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._json({"error": "client_error", "message": "Query must contain at least one tag."}, 400)
         per_page = max(50, min(500, int(q.get("per_page", 100))))
         page = max(1, int(q.get("page", 1)))
-        recs = [r for r in st.archive.xc if ("xc", r.id) not in st.hidden and xc_filter(query, r)]
+        # a vanish on a later page withdraws a record from an earlier one: every later record shifts back
+        recs = self._vanish(st, "xc", [r for r in st.archive.xc if ("xc", r.id) not in st.hidden and xc_filter(query, r)], 0)
         pages = max(1, -(-len(recs) // per_page))
-        chunk = recs[(page - 1) * per_page: page * per_page]
+        lo = (page - 1) * per_page
+        chunk = recs[lo - (1 if self.fault == "duplicate" and lo else 0): page * per_page]
         self._json({"numRecordings": str(len(recs)), "numSpecies": str(len({r.species.name for r in recs})),
                     "page": page, "numPages": pages, "recordings": [formats.xc_recording(r, base) for r in chunk]})
 
@@ -210,12 +265,17 @@ class Handler(BaseHTTPRequestHandler):
             obs = [o for o in obs if o.updated >= q["updated_since"]]
         if "id_above" in q:
             obs = [o for o in obs if o.id > int(q["id_above"])]
+        if "id_below" in q:
+            obs = [o for o in obs if o.id < int(q["id_below"])]
+        obs = self._vanish(st, "inat", obs, 0)
         if q.get("order_by") == "id" and q.get("order") == "desc":
             obs = obs[::-1]
         page = max(1, int(q.get("page", 1)))
         if page * per_page > 10000:
             return self._json({"error": "You reached the maximum number of results (10000)", "status": 422}, 422)
         chunk = obs[(page - 1) * per_page: page * per_page]
+        if self.fault == "duplicate" and "id_above" in q:  # the record at the cursor again
+            chunk = [o for o in st.archive.inat if o.id == int(q["id_above"])] + chunk
         self._json({"total_results": len(obs), "page": page, "per_page": per_page,
                     "results": [formats.inat_observation(o, base) for o in chunk]})
 
@@ -255,9 +315,13 @@ class Handler(BaseHTTPRequestHandler):
             codes = set(q["taxonCode"].split(","))
             items = [i for i in items if i.species.code in codes]
         count = max(1, min(100, int(q.get("count", 30))))
-        offset = int(base64.urlsafe_b64decode(q["initialCursorMark"]).decode()) if q.get("initialCursorMark") else 0
-        chunk = items[offset: offset + count]
-        nxt = base64.urlsafe_b64encode(str(offset + len(chunk)).encode()).decode()
+        after = int(base64.urlsafe_b64decode(q["initialCursorMark"]).decode()) if q.get("initialCursorMark") else -1
+        rest = self._vanish(st, "ml", [i for i in items if i.id > after], 0)
+        chunk = rest[:count]
+        if self.fault == "duplicate" and after >= 0:
+            chunk = [i for i in items if i.id == after] + chunk
+        last = chunk[-1].id if chunk else after
+        nxt = base64.urlsafe_b64encode(str(last).encode()).decode()
         self._json({"results": {"count": len(items), "nextCursorMark": nxt,
                                 "content": [formats.ml_item(i) for i in chunk]}})
 

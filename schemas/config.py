@@ -47,6 +47,16 @@ class SourceConfig(_Frozen):
         return v.rstrip("/") if v else v
 
 
+class HttpConfig(_Frozen):
+    """The HTTP policy every connector shares (per-source rates are on each source)."""
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+    retries: int = Field(5, ge=0)
+    body_retries: int = Field(3, ge=0)
+    backoff: float = Field(0.5, ge=0)
+    max_body_mb: float = Field(512, gt=0)
+
+
 class TaxonomyConfig(_Frozen):
     gbif_base_url: str | None = None       # species/match for lineage; None: archives' own taxa
 
@@ -115,6 +125,7 @@ class RunnerConfig(_Frozen):
 class BuildConfig(_Frozen):
     out: str
     sources: list[SourceConfig] = Field(min_length=1)
+    http: HttpConfig = HttpConfig()
     taxonomy: TaxonomyConfig = TaxonomyConfig()
     media: MediaConfig = MediaConfig()
     licenses: LicenseConfig = LicenseConfig()

@@ -1,0 +1,62 @@
+"""Fault injection for the sample archive: what the real internet does to a crawler.
+
+A fault is chosen per route, from a queue on the server state (`SampleArchive.add_faults`,
+or `serve-sample --fault ROUTE=FAULT`) or from an `X-Bestiary-Fault` request header.  A
+name ending in `*` stays for every request on the route; otherwise it is used once.
+
+Faults answered before the route runs: 429 (Retry-After in seconds), 429date
+(Retry-After as an HTTP date), 500, 502, 503, 404, 410, slow (past a client's read
+timeout), html_200 (an HTML error page with status 200).  Faults applied to what the
+route answers: drop (the connection closes mid-body), truncated_json, invalid_json,
+wrong_type (media served as text/html), empty, oversized (a declared body far over
+any limit), corrupt_mp3.  Faults the paging routes act on: duplicate (the previous
+page's last record again), vanish (a record disappears between pages).
+"""
+from __future__ import annotations
+
+import email.utils
+import time
+
+BEFORE = {"429", "429date", "500", "502", "503", "404", "410", "slow", "html_200"}
+BODY = {"drop", "truncated_json", "invalid_json", "wrong_type", "empty", "oversized", "corrupt_mp3"}
+PAGING = {"duplicate", "vanish"}
+ALL = BEFORE | BODY | PAGING | {"none"}  # "none": a request answered normally (to aim at a later page)
+HTML_ERROR = b"<!DOCTYPE html><html><head><title>Error</title></head><body><h1>Something went wrong</h1></body></html>"
+
+
+def answer_before(handler, fault: str, slow_s: float) -> bool:
+    """Answer the request outright for status-like faults; True when it did."""
+    if fault == "slow":
+        time.sleep(slow_s)
+        return False  # then answer normally, too late for a client with a short read timeout
+    if fault in ("429", "429date"):
+        retry = "1" if fault == "429" else email.utils.formatdate(time.time() + 1, usegmt=True)
+        handler._plain_send(429, b'{"error": "Too many requests"}', "application/json", {"Retry-After": retry})
+        return True
+    if fault in ("500", "502", "503", "404", "410"):
+        handler._plain_send(int(fault), b'{"error": "fault injected"}', "application/json")
+        return True
+    if fault == "html_200":
+        handler._plain_send(200, HTML_ERROR, "text/html; charset=utf-8")
+        return True
+    return False
+
+
+def mangle(fault: str, body: bytes, ctype: str) -> tuple[bytes, str, int | None]:
+    """(body, content type, declared length or None) for body-level faults."""
+    if fault == "truncated_json":
+        return body[: len(body) // 2], ctype, None
+    if fault == "invalid_json":
+        return b'{"results": [{"id": 1,, }', ctype, None
+    if fault == "wrong_type":
+        return HTML_ERROR, "text/html; charset=utf-8", None
+    if fault == "empty":
+        return b"", ctype, None
+    if fault == "corrupt_mp3":
+        garbage = bytes((i * 7919 + 13) % 251 for i in range(max(0, len(body) - 4)))
+        return b"ID3\x03" + garbage, ctype, None
+    if fault == "drop":
+        return body[: len(body) // 2], ctype, len(body)
+    if fault == "oversized":
+        return b"", ctype, 50 * 1024**3
+    return body, ctype, None
