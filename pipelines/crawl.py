@@ -13,19 +13,19 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
-from bestiary.connectors import inaturalist, macaulay, xenocanto
+from bestiary.connectors import gbif, inaturalist, macaulay, xenocanto
 from bestiary.connectors.http import FetchError, HttpClient, policy_from
 from bestiary.pipelines import io
 from bestiary.schemas.config import BuildConfig, SourceConfig
 from bestiary.schemas.records import reject
 
 log = logging.getLogger(__name__)
-CRAWLABLE = ("xeno-canto", "inaturalist", "macaulay")
+CRAWLABLE = ("xeno-canto", "inaturalist", "macaulay", "gbif")
 MAX_RESTARTS = 3
 
 
 def partitions(cfg: BuildConfig) -> list[dict]:
-    """One partition per (source, query); GBIF is a taxonomy source, not crawled here."""
+    """One partition per (source, query)."""
     out = []
     for src in cfg.sources:
         if src.name not in CRAWLABLE:
@@ -63,6 +63,17 @@ def fetch_pages(client: HttpClient, src: SourceConfig, query, cursor) -> Iterato
             url, params = macaulay.page_request(src.base_url, dict(query), cursor, src.per_page)
             records, nxt = macaulay.parse_page(client.get_json(url, params))
             cursor = nxt if records and nxt and nxt != cursor else None
+        elif src.name == "gbif":
+            offset = cursor or 0
+            url, params = gbif.occurrence_request(src.base_url, dict(query), offset, src.per_page)
+            records, end, count = gbif.parse_occurrence_page(client.get_json(url, params))
+            if total is not None and count != total:  # offset paging shifts too
+                raise PagingChanged(f"count {total} -> {count} at offset {offset}")
+            total = count
+            nxt = offset + len(records)
+            if not end and records and nxt + min(src.per_page, gbif.MAX_LIMIT) > gbif.MAX_OFFSET:
+                raise FetchError("gbif_offset_limit", "over 100,000 results: split the query or use a GBIF download")
+            cursor = nxt if records and not end else None
         else:
             raise ValueError(f"{src.name} is not crawlable")
         yield records, cursor
@@ -77,6 +88,8 @@ def normalize_record(src: SourceConfig, record: dict) -> list[dict]:
         return inaturalist.normalize(record)
     if src.name == "macaulay":
         return macaulay.normalize(record, src.media_base_url or src.base_url, src.license_override)
+    if src.name == "gbif":
+        return gbif.normalize_occurrence(record)
     raise ValueError(f"no normalizer for {src.name}")
 
 

@@ -157,9 +157,12 @@ def select(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
     caps = {c["key"]: c for c in io.read_rows(path(cfg, "catalog", "captions.parquet"))}
     ok_audio, ok_images, rejects = [], [], []
     excluded = Counter()
+    originals = {r["key"] for r in audio + images} | {r["observation_id"] for r in audio + images}
     for row in audio:
         taxon = taxa.get(name_key(row["scientific_name"]))
-        if not license_allowed(row["license"], cfg.licenses.allow):
+        if row.get("mirror_of") in originals:  # GBIF's copy of a record crawled from its archive
+            rejects.append(reject(row["key"], "select", "mirror_of_crawled_record", row["mirror_of"]))
+        elif not license_allowed(row["license"], cfg.licenses.allow):
             rejects.append(reject(row["key"], "select", "license_not_allowed", row["license"]))
         elif taxon is None:
             rejects.append(reject(row["key"], "enrich", "taxon_unresolved", row["scientific_name"] or "no name"))
@@ -170,7 +173,10 @@ def select(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
             ok_audio.append({**_with_taxon(row, taxon), "caption": cap["default"], "captions": cap["captions"]})
     for row in images:
         taxon = taxa.get(name_key(row["scientific_name"]))
-        if not license_allowed(row["license"], cfg.licenses.allow):
+        if row.get("mirror_of") in originals:
+            excluded["mirror_of_crawled_record"] += 1
+            rejects.append(reject(row["key"], "select", "mirror_of_crawled_record", row["mirror_of"]))
+        elif not license_allowed(row["license"], cfg.licenses.allow):
             excluded["license_not_allowed"] += 1
             rejects.append(reject(row["key"], "select", "license_not_allowed", row["license"]))
         elif taxon is None:

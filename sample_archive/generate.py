@@ -101,9 +101,10 @@ class Archive:
     inat: list[Observation]
     ml_audio: list[Recording]
     ml_photos: list[Photo]
+    gbif_audio: list[Recording] = field(default_factory=list)  # sound archives only GBIF publishes
 
     def __post_init__(self) -> None:
-        recs = self.xc + self.ml_audio + [s for o in self.inat for s in o.sounds]
+        recs = self.xc + self.ml_audio + self.gbif_audio + [s for o in self.inat for s in o.sounds]
         photos = self.ml_photos + [p for o in self.inat for p in o.photos]
         self.recordings = {(r.archive, r.id): r for r in recs}
         self.photos = {(p.archive, p.id): p for p in photos}
@@ -185,13 +186,16 @@ def build_archive(seed: int = 7, scale: float = 1.0, max_seconds: float | None =
         o.updated = f"{o.date}T12:00:00+00:00"
         for item in o.sounds + o.photos:
             item.observation = o.id
-    for rec in xc + ml_audio + [snd for o in inat for snd in o.sounds]:
+    gbif_rng = _rng("gbif", seed)  # its own stream: the other archives stay as they were
+    gbif_audio = [_recording("gbif", 700000 + 11 * i, sp, gbif_rng, ["http://creativecommons.org/licenses/by/4.0/legalcode"],
+                             1.0, species) for i, sp in enumerate(species[::4])]
+    for rec in xc + ml_audio + gbif_audio + [snd for o in inat for snd in o.sounds]:
         if max_seconds:
             rec.seconds = min(rec.seconds, max_seconds)
         if audio_format:
             rec.fmt = audio_format
     return Archive(seed, species, sorted(xc, key=lambda r: r.id), sorted(inat, key=lambda o: o.id),
-                   sorted(ml_audio, key=lambda r: r.id), sorted(ml_photos, key=lambda p: p.id))
+                   sorted(ml_audio, key=lambda r: r.id), sorted(ml_photos, key=lambda p: p.id), gbif_audio)
 
 
 def _add_mirrors(xc: list[Recording], ml_audio: list[Recording], rng: np.random.Generator) -> None:

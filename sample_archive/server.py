@@ -341,6 +341,36 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(404, b"", "text/plain")
         self._send(200, got[0], "audio/mpeg")
 
+    def gbif_occurrences(self, st, base, q) -> None:
+        occs = [o for o in formats.gbif_occurrences(st.archive, base) if ("gbif", o["key"]) not in st.hidden]
+        if q.get("mediaType"):
+            want = {"Sound": "Sound", "StillImage": "StillImage"}.get(q["mediaType"], q["mediaType"])
+            occs = [o for o in occs if any(m["type"] == want for m in o["media"])]
+        if q.get("taxonKey"):
+            key = int(q["taxonKey"])
+            occs = [o for o in occs if key in {o.get(f"{r}Key") for r in ("kingdom", "phylum", "class", "order",
+                                                                          "family", "genus", "species")}]
+        if q.get("datasetKey"):
+            occs = [o for o in occs if o["datasetKey"] == q["datasetKey"]]
+        limit, offset = min(300, int(q.get("limit", 20))), int(q.get("offset", 0))
+        if offset + limit > 100000:
+            return self._plain_send(400, b"Max offset of 100001 exceeded", "text/plain")
+        if self.fault == "vanish" and occs:  # withdrawn from an earlier page: later ones shift back
+            with st.lock:
+                st.hidden.add(("gbif", occs[0]["key"]))
+            occs = occs[1:]
+        page = occs[max(0, offset - (1 if self.fault == "duplicate" and offset else 0)): offset + limit]
+        self._json({"offset": offset, "limit": limit, "endOfRecords": offset + limit >= len(occs),
+                    "count": len(occs), "results": page, "facets": []})
+
+    def gbif_media(self, st, base, q, rid) -> None:
+        if self._media(("gbif", int(rid))):
+            return
+        got = st.audio("gbif", int(rid))
+        if got is None:
+            return self._send(404, b"", "text/plain")
+        self._send(200, got[0], got[1])
+
     def gbif_match(self, st, base, q) -> None:
         name = " ".join(q.get("name", "").split()[:2]).lower()
         sp = st.by_name.get(name)
@@ -363,6 +393,8 @@ ROUTES = [
     (r"/api/v1/asset/(\d+)/(320|480|640|900|1200|1800|2400)", Handler.ml_image),
     (r"/api/v2/asset/(\d+)/mp3", Handler.ml_audio),
     (r"/v1/species/match", Handler.gbif_match),
+    (r"/v1/occurrence/search", Handler.gbif_occurrences),
+    (r"/gbif-media/(\d+)\.wav", Handler.gbif_media),
 ]
 
 

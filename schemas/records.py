@@ -33,6 +33,7 @@ CATALOG_FIELDS: list[tuple[str, pa.DataType]] = [
     ("remarks", pa.string()),
     ("background_species", pa.list_(pa.string())),
     ("updated_at", pa.string()),
+    ("mirror_of", pa.string()),      # GBIF: the original it mirrors ('xeno-canto:{id}', 'inaturalist:{obs}')
     ("raw", pa.string()),            # the original record as JSON text
 ]
 CATALOG_SCHEMA = pa.schema(CATALOG_FIELDS)

@@ -55,7 +55,8 @@ def archive_server():
 
 
 def tiny_config(url: str, out: str, **extra) -> dict:
-    """The owls (Strigidae) from all three archives: 5 species, two of them unseen."""
+    """The owls (Strigidae) from all three archives and GBIF: 5 species, two of them unseen."""
+    from bestiary.sample_archive.species import GBIF_KEYS
     owls = "tawowl1,brdowl,eueowl1,grhowl,litowl1"
     cfg = {
         "out": out,
@@ -66,6 +67,8 @@ def tiny_config(url: str, out: str, **extra) -> dict:
              "queries": [{"sounds": "true", "taxon_id": 920003}, {"photos": "true", "taxon_id": 920003}]},
             {"name": "macaulay", "base_url": url, "license_override": "CC-BY-NC-4.0", "per_page": 4,
              "queries": [{"taxonCode": owls, "mediaType": "audio"}, {"taxonCode": owls, "mediaType": "photo"}]},
+            {"name": "gbif", "base_url": url, "per_page": 3,
+             "queries": [{"mediaType": "Sound", "taxonKey": GBIF_KEYS["Strigidae"]}]},
         ],
         "taxonomy": {"gbif_base_url": url},
         "media": {"max_clips_per_recording": 2, "image_size": 96},

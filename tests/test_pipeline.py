@@ -26,7 +26,7 @@ def test_catalog_follows_the_contract(tiny_build):
         assert rows and len({r["key"] for r in rows}) == len(rows)  # overlapping pages kept once
         assert all(r["key"] == f"{r['source']}:{r['source_id']}" for r in rows)
     audio = pq.read_table(os.path.join(cfg.out, "catalog", "recordings.parquet")).to_pylist()
-    assert {r["source"] for r in audio} == {"xeno-canto", "inaturalist", "macaulay"}
+    assert {r["source"] for r in audio} == {"xeno-canto", "inaturalist", "macaulay", "gbif"}
     assert pq.read_table(os.path.join(cfg.out, "rejects.parquet")).schema.names == REJECT_SCHEMA.names
 
 
@@ -250,3 +250,19 @@ def test_a_leak_fails_the_build_before_anything_is_published(tiny_build, tmp_pat
     with pytest.raises(LeakError, match="observation"):
         finalize(bad)
     assert not (copy / "shards" / "manifest.json").exists()
+
+
+def test_gbif_mirrors_are_kept_once_and_gbif_only_records_kept(tiny_build):
+    cfg, _ = tiny_build
+    audio = pq.read_table(os.path.join(cfg.out, "catalog", "recordings.parquet")).to_pylist()
+    rejects = {r["key"]: r for r in pq.read_table(os.path.join(cfg.out, "rejects.parquet")).to_pylist()}
+    gbif = [r for r in audio if r["source"] == "gbif"]
+    mirrors = [r for r in gbif if r["mirror_of"]]
+    assert mirrors and any(r["mirror_of"].startswith("xeno-canto:") for r in mirrors)
+    assert any(r["mirror_of"].startswith("inaturalist:") for r in mirrors)
+    keys = {r["key"] for r in audio} | {r["observation_id"] for r in audio}
+    for r in mirrors:
+        if r["mirror_of"] in keys:
+            assert rejects[r["key"]]["reason"] == "mirror_of_crawled_record"
+    only = [r for r in gbif if not r["mirror_of"]]
+    assert only and all(r["key"] not in rejects for r in only)  # a sound archive GBIF alone publishes
