@@ -62,3 +62,44 @@ def normalize(item: dict, media_base: str, license_override: str | None = None) 
         raw=json.dumps(item, sort_keys=True, ensure_ascii=False),
     )
     return [row]
+
+
+# ---------------------------------------------------------------- the CSV export
+
+EXPORT_MEDIA = {"audio": "audio", "photo": "image", "video": "video"}
+
+
+def read_export(data: bytes) -> list[dict]:
+    """Rows of a Macaulay Library CSV export (UTF-8 with or without BOM, CRLF or LF)."""
+    import csv
+    import io as _io
+    return list(csv.DictReader(_io.StringIO(data.decode("utf-8-sig"), newline="")))
+
+
+def normalize_export_row(row: dict, media_base: str, license_override: str | None = None,
+                         image_size: int = 640) -> list[dict]:
+    """One catalog row per export row; the media URL is built from the catalog number."""
+    out = empty_catalog_row()
+    asset = str(row["ML Catalog Number"]).strip().removeprefix("ML")
+    mtype = EXPORT_MEDIA.get(str(row.get("Format", "")).strip().lower())
+    if not asset or mtype not in ("audio", "image"):
+        raise ValueError(f"unsupported Macaulay export row {asset!r} ({row.get('Format')!r})")
+    lat, lon = lat_lon(row.get("Latitude"), row.get("Longitude"))
+    background = [b.split(" -- ")[0].strip() for b in (row.get("Background Species") or "").split(";") if b.strip()]
+    out.update(
+        key=f"{SOURCE}:{asset}", source=SOURCE, source_id=asset,
+        observation_id=f"{SOURCE}:obs-{row['eBird Checklist ID']}" if blank_to_none(row.get("eBird Checklist ID"))
+        else f"{SOURCE}:{asset}",
+        media_type=mtype, media_url=asset_url(media_base, asset, mtype, image_size),
+        media_format="mp3" if mtype == "audio" else "image",
+        scientific_name=blank_to_none(row.get("Scientific Name")), common_name=blank_to_none(row.get("Common Name")),
+        taxon_id=blank_to_none(row.get("eBird Species Code")),
+        license=normalize_license(license_override) if license_override else "unknown",
+        attribution=f"{blank_to_none(row.get('Recordist')) or 'unknown'} / Macaulay Library ML{asset}",
+        recordist=blank_to_none(row.get("Recordist")), lat=lat, lon=lon, country=blank_to_none(row.get("Country")),
+        recorded_on=parse_date(row.get("Date")), quality=blank_to_none(row.get("Average Community Rating")),
+        sound_type=blank_to_none((row.get("Behaviors") or "").replace(";", ",")),
+        remarks=blank_to_none(row.get("Media notes")), background_species=background,
+        raw=json.dumps(row, sort_keys=True, ensure_ascii=False),
+    )
+    return [out]

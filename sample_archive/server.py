@@ -45,6 +45,7 @@ class SampleArchive:
         self.chat_slow_s = 3.0
         self.slow_s = 3.0
         self.faults: dict[str, deque[str]] = {}      # route -> faults for its next requests
+        self.request_log: list[tuple[float, str]] | None = None  # (monotonic time, route) when a bench asks
 
     def add_faults(self, route: str, *names: str) -> None:
         """Queue faults for a route's next requests ('name*' stays for every request)."""
@@ -67,6 +68,8 @@ class SampleArchive:
     def count(self, route: str) -> None:
         with self.lock:
             self.counts[route] += 1
+            if self.request_log is not None:
+                self.request_log.append((time.monotonic(), route))
 
     @lru_cache(maxsize=256)
     def audio(self, archive: str, rid: int) -> tuple[bytes, str] | None:

@@ -119,3 +119,65 @@ def test_macaulay_item_licence_gated_and_asset_urls():
     (row,) = macaulay.normalize({**item, "mediaType": "audio"}, "https://cdn.example", "CC-BY-NC-4.0")
     assert row["license"] == "CC-BY-NC-4.0" and row["media_url"].endswith("/api/v2/asset/123/mp3")
     assert row["taxon_id"] == "brdowl"
+
+
+def test_gbif_occurrence_page_with_still_images():
+    page = load("gbif", "occurrence_search_recorded_by_id_limit3.json")
+    results, end, count = gbif.parse_occurrence_page(page)
+    assert (len(results), end, count) == (3, False, 1979)
+    occ = results[0]
+    rows = gbif.normalize_occurrence(occ)
+    assert [r["media_type"] for r in rows] == ["image"] * len(occ["media"])
+    r = rows[0]
+    assert r["key"] == "gbif:4940926623-0" and r["observation_id"] == "gbif:4940926623"
+    assert r["license"] == "CC-BY-NC-4.0"  # no licence on the medium: the record's (a /legalcode URL)
+    assert r["media_url"] == occ["media"][0]["identifier"] and r["media_format"] == "image/jpeg"
+    assert r["recordist"] == "Thomas Stjernegaard Jeppesen" and r["recorded_on"] == "2024-08-25"
+    assert r["lat"] == -1.424693 and r["mirror_of"] is None
+    assert gbif.mirror_of({"references": "https://xeno-canto.org/254462"}) == "xeno-canto:254462"
+    assert gbif.mirror_of({"occurrenceID": "https://www.inaturalist.org/observations/57754375"}) == "inaturalist:57754375"
+    assert gbif.mirror_of({"catalogNumber": "XC12"}) == "xeno-canto:12"
+    single = gbif.normalize_occurrence(load("gbif", "occurrence_142316497.json"))
+    assert all(r["key"].startswith("gbif:142316497-") for r in single)
+
+
+def test_inaturalist_open_data_dump_photos():
+    from bestiary.connectors import inat_open_data as od
+    files = {n: fixture_path("inaturalist", "open_data", f"{n}.csv").read_bytes()
+             for n in ("observations", "photos", "taxa", "observers")}
+    rows = list(od.normalize_dump(files["observations"], files["photos"], files["taxa"], files["observers"]))
+    photos = list(od.read_tsv(files["photos"]))
+    assert len(rows) == len(photos) > 0
+    first = rows[0]
+    assert first["key"] == "inaturalist:photo-35927" and first["media_type"] == "image"
+    assert first["license"] == "CC-BY-4.0"  # upper-case codes in the dump
+    assert first["media_url"] == "https://inaturalist-open-data.s3.amazonaws.com/photos/35927/medium.jpg"
+    assert first["observation_id"] == "inaturalist:uuid-526ababd-aff2-4ce8-b111-d8013b9d8b42"
+    assert (first["lat"], first["lon"]) == (38.60974, -122.767302) and first["recorded_on"] == "2011-05-30"
+    assert first["taxon_id"] == "53137"
+    observers = {o["observer_id"]: o for o in od.read_tsv(files["observers"])}
+    assert first["recordist"] in (observers["505"]["name"], observers["505"]["login"])
+    assert all(r["recordist"] != "None" for r in rows)  # the string "None" is a missing name
+
+
+def test_macaulay_export_rows_field_by_field():
+    data = fixture_path("macaulay", "ml_export_yellow_rumped_warbler.csv").read_bytes()
+    for raw in (data, b"\xef\xbb\xbf" + data.replace(b"\n", b"\r\n")):  # as re-written, and as a fresh export
+        rows = macaulay.read_export(raw)
+        assert len(rows[0]) == 45 and "ML Catalog Number" in rows[0]
+        (g,) = macaulay.normalize_export_row(rows[0], "https://cdn.download.ams.birds.cornell.edu")
+        assert g["key"] == "macaulay:424554681" and g["media_type"] == "audio"
+        assert g["media_url"] == "https://cdn.download.ams.birds.cornell.edu/api/v2/asset/424554681/mp3"
+        assert g["scientific_name"] == "Setophaga coronata coronata" and g["taxon_id"] == "myrwar"  # a Group row
+        assert g["license"] == "unknown" and g["recordist"] == "Jay McGowan"
+        assert (g["lat"], g["lon"]) == (42.4589608, -76.5055355) and g["recorded_on"] == "2022-02-21"
+        assert g["observation_id"] == "macaulay:obs-S103345966" and g["quality"] == "5.00"
+        assert json.loads(g["raw"])["Accessory"] == 'Wildtronics 22" Parabola'  # embedded quotes survive
+        (s,) = macaulay.normalize_export_row(rows[1], "https://x", "CC-BY-NC-4.0")
+        assert s["license"] == "CC-BY-NC-4.0" and s["remarks"] == "in wax myrtle"
+    crow = macaulay.read_export(fixture_path("macaulay", "ml_export_american_crow.csv").read_bytes())
+    bg = [r for r in crow if r["Background Species"]]
+    if bg:
+        (row,) = macaulay.normalize_export_row(bg[0], "https://x")
+        assert row["background_species"] and " -- " not in row["background_species"][0]
+    assert macaulay.asset_url("https://x", "1", "image", 2400).endswith("/api/v1/asset/1/2400")
