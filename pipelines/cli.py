@@ -38,6 +38,12 @@ def cmd_serve_sample(a) -> int:
                                     max_seconds=a.max_seconds, audio_format=a.audio_format)
     except OSError as err:
         raise ConfigError(f"cannot listen on {a.host}:{a.port} ({err.strerror}); choose another --port") from None
+    for spec in a.fault or []:
+        route, _, names = spec.partition("=")
+        try:
+            state.add_faults(route, *names.split(","))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     host, port = server.server_address[:2]
     url = f"http://{host}:{port}"
     if a.ready_file:
@@ -141,6 +147,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
     s.add_argument("--max-seconds", type=float, help="cap recording lengths (lighter archives for benchmarks)")
     s.add_argument("--audio-format", choices=["mp3", "wav"], help="serve every recording in one format")
+    s.add_argument("--fault", action="append", metavar="ROUTE=FAULT[,FAULT]",
+                   help="inject faults on a route, in order ('503*' for every request); e.g. "
+                        "xc_recordings=429,drop or xc_download=404*. Faults: 429 429date 500 502 503 404 410 slow "
+                        "html_200 drop truncated_json invalid_json wrong_type empty oversized corrupt_mp3 duplicate "
+                        "vanish none")
     s.add_argument("--ready-file", help="write the base URL here once listening")
     s.set_defaults(fn=cmd_serve_sample)
 
