@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -31,6 +32,25 @@ DEFAULT_RATES = {  # requests per second each archive asks for
     "search.macaulaylibrary.org": 1.0,
     "api.gbif.org": 5.0,
 }
+
+
+_SECRET_PARAM = re.compile(r"((?:^|[?&;])(?:key|api_key|apikey|token|access_token)=)[^&\s'\"]*", re.I)
+
+
+class RedactSecrets(logging.Filter):
+    """urllib3 logs request URLs at DEBUG; a key in a query string must not reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(_SECRET_PARAM.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = _SECRET_PARAM.sub(r"\1***", record.msg)
+        return True
+
+
+for _name in ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager", "urllib3.connection",
+              "urllib3.response"):  # a filter acts only on the logger a record starts at
+    logging.getLogger(_name).addFilter(RedactSecrets())
 
 
 class FetchError(RuntimeError):

@@ -24,14 +24,34 @@ CRAWLABLE = ("xeno-canto", "inaturalist", "macaulay", "gbif")
 MAX_RESTARTS = 3
 
 
+def id_ranges(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
+    """[start, stop] cut into `parts` contiguous, non-overlapping inclusive ranges."""
+    step = -(-(stop - start + 1) // parts)
+    return [(lo, min(stop, lo + step - 1)) for lo in range(start, stop + 1, step)]
+
+
+def with_range(source: str, query, lo: int, hi: int):
+    if source == "xeno-canto":
+        return f"{query} nr:{lo}-{hi}"
+    if source == "inaturalist":
+        return {**dict(query), "id_above": lo - 1, "id_below": hi + 1}
+    raise ValueError(f"{source} has no id-range partitions")
+
+
 def partitions(cfg: BuildConfig) -> list[dict]:
-    """One partition per (source, query)."""
+    """One partition per (source, query), or per (source, query, id range) with `id_ranges`."""
     out = []
     for src in cfg.sources:
         if src.name not in CRAWLABLE:
             continue
         for i, query in enumerate(src.queries):
-            out.append({"source": src.name, "index": i, "query": query, "id": f"{src.name}-q{i:03d}"})
+            if src.id_ranges and src.name in ("xeno-canto", "inaturalist"):
+                r = src.id_ranges
+                for j, (lo, hi) in enumerate(id_ranges(r.start, r.stop, r.parts)):
+                    out.append({"source": src.name, "index": i, "query": with_range(src.name, query, lo, hi),
+                                "id": f"{src.name}-q{i:03d}-r{j:03d}"})
+            else:
+                out.append({"source": src.name, "index": i, "query": query, "id": f"{src.name}-q{i:03d}"})
     return out
 
 
@@ -55,7 +75,7 @@ def fetch_pages(client: HttpClient, src: SourceConfig, query, cursor) -> Iterato
             total = count
             cursor = page + 1 if page < pages and records else None
         elif src.name == "inaturalist":
-            above = cursor or 0
+            above = cursor or int(dict(query).get("id_above", 0))
             url, params = inaturalist.page_request(src.base_url, dict(query), above, src.per_page)
             records = inaturalist.parse_page(client.get_json(url, params))
             cursor = max(int(r["id"]) for r in records) if records else None

@@ -28,6 +28,13 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class IdRanges(_Frozen):
+    """Split each query into `parts` record-id ranges over [start, stop]: independent partitions."""
+    start: int = Field(ge=0)
+    stop: int = Field(ge=0)
+    parts: int = Field(ge=1)
+
+
 class SourceConfig(_Frozen):
     name: Literal["xeno-canto", "inaturalist", "macaulay", "gbif"]
     base_url: str
@@ -38,6 +45,7 @@ class SourceConfig(_Frozen):
     api_key_env: str | None = None         # e.g. XC_API_KEY; the value never enters the config
     license_override: str | None = None    # only with written permission from the archive
     requests_per_second: float | None = Field(None, gt=0)
+    id_ranges: IdRanges | None = None      # Xeno-canto (nr:) and iNaturalist (id_above/id_below) only
 
     @field_validator("base_url", "media_base_url")
     @classmethod

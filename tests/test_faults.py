@@ -172,3 +172,38 @@ def test_a_crawl_killed_mid_way_resumes_to_the_same_catalog(archive_server, base
     assert keys == baseline
     rows = pq.read_table(os.path.join(out, "catalog", "recordings.parquet")).to_pylist()
     assert len(rows) == len({r["key"] for r in rows})
+
+
+def test_the_api_key_reaches_no_log_line_even_at_debug(archive_server, tmp_path, caplog):
+    import logging
+    state, url = archive_server
+    state.add_faults("xc_recordings", "503")  # a retry logs the URL again
+    with caplog.at_level(logging.DEBUG):
+        build(parse_config(crawl_config(url, str(tmp_path / "out"))), only=("crawl",))
+    assert "api/3/recordings" in caplog.text  # the requests were logged ...
+    assert TEST_KEY not in caplog.text         # ... without the key
+
+
+def test_cache_paths_are_hashes_never_archive_strings(tiny_build):
+    import re
+    cfg, _ = tiny_build
+    root = os.path.join(cfg.out, "cache", "media")
+    names = [n for _, _, files in os.walk(root) for n in files]
+    assert names and all(re.fullmatch(r"[0-9a-f]{64}", n) for n in names)
+    raw = pq.read_table(os.path.join(cfg.out, "catalog", "recordings.parquet")).to_pylist()
+    file_names = [__import__("json").loads(r["raw"]).get("file-name") for r in raw if r["source"] == "xeno-canto"]
+    assert file_names and not any(f in p for f in file_names if f for p, _, _ in os.walk(cfg.out))
+
+
+def test_id_range_partitions_give_the_same_catalog(archive_server, baseline, tmp_path):
+    from bestiary.pipelines.crawl import id_ranges, partitions
+    assert id_ranges(1, 10, 3) == [(1, 4), (5, 8), (9, 10)]
+    state, url = archive_server
+    cfg = crawl_config(url, str(tmp_path / "out"))
+    cfg["sources"][0]["id_ranges"] = {"start": 600000, "stop": 601999, "parts": 4}
+    cfg["sources"][1]["id_ranges"] = {"start": 90000000, "stop": 90000999, "parts": 3}
+    parsed = parse_config(cfg)
+    parts = partitions(parsed)
+    assert sum(p["source"] == "xeno-canto" for p in parts) == 4 and sum(p["source"] == "inaturalist" for p in parts) == 6
+    build(parsed, only=("crawl",))
+    assert catalog_keys(tmp_path / "out") == baseline
