@@ -53,15 +53,23 @@ def normalize_photo(photo: dict, obs: dict | None, taxon: dict | None, observer:
     return [row]
 
 
-def normalize_dump(observations: bytes, photos: bytes, taxa: bytes, observers: bytes,
-                   base: str = PHOTO_BASE) -> Iterator[dict]:
-    """Image rows for every photo in the dump, joined to its observation, taxon and observer."""
+def joined_photos(observations: bytes, photos: bytes, taxa: bytes, observers: bytes) -> Iterator[dict]:
+    """Each photo row with its observation, taxon and observer rows (the raw record kept per photo)."""
     photo_rows = list(read_tsv(photos))
     wanted_obs = {p["observation_uuid"] for p in photo_rows}
     obs = {o["observation_uuid"]: o for o in read_tsv(observations) if o["observation_uuid"] in wanted_obs}
     wanted_taxa = {o["taxon_id"] for o in obs.values()}
     taxa_by_id = {t["taxon_id"]: t for t in read_tsv(taxa) if t["taxon_id"] in wanted_taxa}
-    people = {p["observer_id"]: p for p in read_tsv(observers)}
+    wanted_people = {p["observer_id"] for p in photo_rows}
+    people = {p["observer_id"]: p for p in read_tsv(observers) if p["observer_id"] in wanted_people}
     for p in photo_rows:
         o = obs.get(p["observation_uuid"])
-        yield from normalize_photo(p, o, taxa_by_id.get((o or {}).get("taxon_id")), people.get(p["observer_id"]), base)
+        yield {"photo": p, "observation": o, "taxon": taxa_by_id.get((o or {}).get("taxon_id")),
+               "observer": people.get(p["observer_id"])}
+
+
+def normalize_dump(observations: bytes, photos: bytes, taxa: bytes, observers: bytes,
+                   base: str = PHOTO_BASE) -> Iterator[dict]:
+    """Image rows for every photo in the dump, joined to its observation, taxon and observer."""
+    for j in joined_photos(observations, photos, taxa, observers):
+        yield from normalize_photo(j["photo"], j["observation"], j["taxon"], j["observer"], base)

@@ -13,14 +13,15 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
-from bestiary.connectors import gbif, inaturalist, macaulay, xenocanto
+from bestiary.connectors import gbif, inat_open_data, inaturalist, macaulay, xenocanto
 from bestiary.connectors.http import FetchError, HttpClient, policy_from
 from bestiary.pipelines import io
 from bestiary.schemas.config import BuildConfig, SourceConfig
 from bestiary.schemas.records import reject
 
 log = logging.getLogger(__name__)
-CRAWLABLE = ("xeno-canto", "inaturalist", "macaulay", "gbif")
+CRAWLABLE = ("xeno-canto", "inaturalist", "macaulay", "gbif", "inaturalist-open-data", "macaulay-export")
+BULK_PAGE = 10_000  # records per kept page of a bulk file source
 MAX_RESTARTS = 3
 
 
@@ -59,9 +60,30 @@ class PagingChanged(RuntimeError):
     """The result set changed under page-number paging: pages may have shifted, start again."""
 
 
+def read_file(client: HttpClient, where: str) -> bytes:
+    """A bulk file from a URL (the HTTP policy applies) or a path (local, gs://, s3://)."""
+    return client.get_bytes(where) if where.startswith(("http://", "https://")) else io.read_bytes(where)
+
+
+def bulk_records(client: HttpClient, src: SourceConfig, query) -> list[dict]:
+    """Raw records of a bulk file source: joined dump rows, or export rows."""
+    if src.name == "macaulay-export":
+        return macaulay.read_export(read_file(client, str(query)))
+    files = {k: read_file(client, dict(query)[k]) for k in ("observations", "photos", "taxa", "observers")}
+    return list(inat_open_data.joined_photos(**files))
+
+
 def fetch_pages(client: HttpClient, src: SourceConfig, query, cursor) -> Iterator[tuple[list[dict], object]]:
     """(records, next cursor) per page; the cursor is None after the last page."""
     total = None
+    if src.name in ("inaturalist-open-data", "macaulay-export"):  # a file read once, kept in pages
+        records, start = bulk_records(client, src, query), cursor or 0
+        for lo in range(start, len(records), BULK_PAGE):
+            hi = min(len(records), lo + BULK_PAGE)
+            yield records[lo:hi], hi if hi < len(records) else None
+        if start >= len(records):
+            yield [], None
+        return
     while True:
         if src.name == "xeno-canto":
             page = cursor or 1
@@ -110,6 +132,11 @@ def normalize_record(src: SourceConfig, record: dict) -> list[dict]:
         return macaulay.normalize(record, src.media_base_url or src.base_url, src.license_override)
     if src.name == "gbif":
         return gbif.normalize_occurrence(record)
+    if src.name == "inaturalist-open-data":
+        return inat_open_data.normalize_photo(record["photo"], record["observation"], record["taxon"],
+                                              record["observer"], src.base_url)
+    if src.name == "macaulay-export":
+        return macaulay.normalize_export_row(record, src.media_base_url or src.base_url, src.license_override)
     raise ValueError(f"no normalizer for {src.name}")
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SOURCES = ("xeno-canto", "inaturalist", "macaulay", "gbif")
+SOURCES = ("xeno-canto", "inaturalist", "macaulay", "gbif", "inaturalist-open-data", "macaulay-export")
 
 
 class ConfigError(ValueError):
@@ -36,7 +36,10 @@ class IdRanges(_Frozen):
 
 
 class SourceConfig(_Frozen):
-    name: Literal["xeno-canto", "inaturalist", "macaulay", "gbif"]
+    """An archive's API; or a bulk file source, whose `queries` are files (paths or URLs) and
+    whose `base_url` is where its media live (iNaturalist open data: the photo bucket;
+    Macaulay export: the asset CDN)."""
+    name: Literal["xeno-canto", "inaturalist", "macaulay", "gbif", "inaturalist-open-data", "macaulay-export"]
     base_url: str
     media_base_url: str | None = None      # Macaulay's asset CDN, when not base_url
     queries: list[Any] = Field(min_length=1)

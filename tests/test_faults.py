@@ -207,3 +207,26 @@ def test_id_range_partitions_give_the_same_catalog(archive_server, baseline, tmp
     assert sum(p["source"] == "xeno-canto" for p in parts) == 4 and sum(p["source"] == "inaturalist" for p in parts) == 6
     build(parsed, only=("crawl",))
     assert catalog_keys(tmp_path / "out") == baseline
+
+
+def test_bulk_file_sources_crawl_like_the_apis(tmp_path):
+    """iNaturalist's open-data dump and a Macaulay export, read from files through the same stage."""
+    from tests.conftest import fixture_path
+    od = {n: str(fixture_path("inaturalist", "open_data", f"{n}.csv")) for n in ("observations", "photos", "taxa",
+                                                                                 "observers")}
+    cfg = {"out": str(tmp_path / "out"), "sources": [
+        {"name": "inaturalist-open-data", "base_url": "https://inaturalist-open-data.s3.amazonaws.com/photos",
+         "queries": [od]},
+        {"name": "macaulay-export", "base_url": "https://cdn.download.ams.birds.cornell.edu",
+         "queries": [str(fixture_path("macaulay", "ml_export_barred_owl.csv")),
+                     str(fixture_path("macaulay", "ml_export_blue_jay.csv"))]}]}
+    from bestiary.pipelines.build import run_stage
+    from bestiary.pipelines import stages
+    run_stage(parse_config(cfg), "crawl", stages.crawl)  # no preflight: these media hosts are not reachable here
+    images = pq.read_table(tmp_path / "out" / "catalog" / "images.parquet").to_pylist()
+    audio = pq.read_table(tmp_path / "out" / "catalog" / "recordings.parquet").to_pylist()
+    photos = sum(1 for _ in open(od["photos"])) - 1
+    assert len(images) == photos and all(r["source"] == "inaturalist" for r in images)
+    exports = [fixture_path("macaulay", f) for f in ("ml_export_barred_owl.csv", "ml_export_blue_jay.csv")]
+    assert len(audio) == sum(len(open(p, encoding="utf-8").read().splitlines()) - 1 for p in exports)
+    assert {r["scientific_name"] for r in audio} >= {"Strix varia", "Cyanocitta cristata"}
