@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -106,14 +107,25 @@ def cmd_verify(a) -> int:
 
 
 def cmd_train(a) -> int:
+    from bestiary.training import distributed as dist
     from bestiary.training.encoders import ModelConfig
     from bestiary.training.train import TrainConfig, train
-    cfg = TrainConfig(a.shards, a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, workers=a.workers,
-                      seed=a.seed, image_size=a.image_size,
+    cfg = TrainConfig(a.shards, a.out, steps=a.steps, batch_size=a.batch_size, accumulate=a.accumulate, lr=a.lr,
+                      workers=a.workers, shuffle_buffer=a.shuffle_buffer, seed=a.seed, image_size=a.image_size, checkpoint_every=a.checkpoint_every,
+                      precision=a.precision, augment=not a.no_augment, log_keys=a.log_keys,
                       pair_weights={"audio_text": 1.0, "audio_image": 0.0 if a.audio_text_only else 1.0,
                                     "image_text": 0.0 if a.audio_text_only else 1.0},
                       model=ModelConfig(embed_dim=a.embed_dim, width=a.width))
+    info = dist.init_from_env()
     result = train(cfg, resume=a.resume)
+    if info["world_size"] > 1:  # leave the group cleanly, then exit before gloo's teardown can hang
+        if dist.is_main():
+            print(f"trained to step {result['steps']} on {info['world_size']} ranks; checkpoint {result['checkpoint']}",
+                  flush=True)
+        dist.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     if result["first_loss"] is None:
         print(f"already trained {result['steps']} steps; checkpoint {result['checkpoint']}")
     else:
@@ -128,6 +140,35 @@ def cmd_eval(a) -> int:
     if a.out:
         write_report(report, a.out)
     print(format_table(report))
+    return 0
+
+
+def cmd_embed(a) -> int:
+    from bestiary.training.inference import embed_files, list_media, write_embeddings
+    files = list_media(a.input)
+    if not files:
+        raise ConfigError(f"no audio or image files under {a.input}")
+    rows, errors = embed_files(a.checkpoint, files)
+    write_embeddings(rows, a.out)
+    print(f"{len(rows)} embeddings -> {a.out}" + (f"; {len(errors)} unreadable: " + ", ".join(
+        f"{e['path']} ({e['reason']})" for e in errors[:5]) if errors else ""))
+    return 0
+
+
+def cmd_classify(a) -> int:
+    from bestiary.training.inference import classify, list_media
+    species = a.species.split(",") if a.species else open(a.species_file).read().splitlines()
+    if len([s for s in species if s.strip()]) < 2:
+        raise ConfigError("classify needs at least two species (--species A,B or --species-file)")
+    results, errors = classify(a.checkpoint, list_media(a.input), species, a.text_kind, a.top)
+    if a.out:
+        with open(a.out, "w") as fh:
+            json.dump(results, fh, indent=2)
+    for r in results:
+        best = "; ".join(f"{x['species']} {x['score']:.3f}" for x in r["ranking"])
+        print(f"{r['path']}\t{best}")
+    for e in errors:
+        print(f"{e['path']}\tunreadable: {e['reason']}", file=sys.stderr)
     return 0
 
 
@@ -184,11 +225,18 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("out", help="build output folder (holds shards/manifest.json)")
     v.set_defaults(fn=cmd_verify)
 
-    t = sub.add_parser("train", help="train the tri-modal model on the shards")
+    t = sub.add_parser("train", help="train the tri-modal model on the shards (under torchrun for DDP)")
     t.add_argument("--shards", required=True, help="folder with manifest.json")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.csv")
     t.add_argument("--steps", type=int, default=300)
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--batch-size", type=int, default=32, help="per rank and micro-batch")
+    t.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimizer step")
+    t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (resume points)")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    t.add_argument("--no-augment", action="store_true", help="no random crops, flips or caption kinds")
+    t.add_argument("--shuffle-buffer", type=int, default=256, help="samples shuffled in a buffer; 0 for shard order")
+    t.add_argument("--log-keys", action="store_true", help="write the sample keys each rank trained on")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--workers", type=int, default=1, help="data loader workers")
     t.add_argument("--seed", type=int, default=0)
@@ -198,6 +246,23 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--audio-text-only", action="store_true", help="train the audio-text pair only")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.set_defaults(fn=cmd_train)
+
+    m = sub.add_parser("embed", help="embed a folder of audio files or images into Parquet")
+    m.add_argument("--checkpoint", required=True)
+    m.add_argument("--input", required=True, help="a file or a folder (searched recursively)")
+    m.add_argument("--out", required=True, help="Parquet: path, modality, offset_s, embedding")
+    m.set_defaults(fn=cmd_embed)
+
+    k = sub.add_parser("classify", help="rank a species list for each audio file, zero-shot")
+    k.add_argument("--checkpoint", required=True)
+    k.add_argument("--input", required=True, help="an audio file or a folder")
+    k.add_argument("--species", help="comma-separated scientific names")
+    k.add_argument("--species-file", help="one scientific name per line")
+    k.add_argument("--text-kind", default="scientific", choices=["scientific", "taxonomy", "common"],
+                   help="which caption type to build the class prompts from")
+    k.add_argument("--top", type=int, default=5)
+    k.add_argument("--out", help="write the rankings as JSON here")
+    k.set_defaults(fn=cmd_classify)
 
     e = sub.add_parser("eval", help="zero-shot species and retrieval benchmarks, with chance levels")
     e.add_argument("--checkpoint", required=True)

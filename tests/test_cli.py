@@ -9,7 +9,8 @@ import yaml
 
 from tests.conftest import ROOT, TEST_KEY
 
-SUBCOMMANDS = ["serve-sample", "crawl", "enrich", "caption", "shard", "build", "verify", "train", "eval"]
+SUBCOMMANDS = ["serve-sample", "crawl", "enrich", "caption", "shard", "build", "verify", "train", "eval", "embed",
+               "classify"]
 
 
 def run(*args, env=None, cwd=None):

@@ -56,8 +56,44 @@ def test_train_writes_a_checkpoint_and_eval_reports_with_chance(tiny_build, tmp_
     report = evaluate(result["checkpoint"], shards)
     seen = report["zero_shot"]["seen"]["taxonomy_common"]
     assert 0 <= seen["top1"] <= seen["top5"] <= 1 and seen["chance_top1"] == 1 / seen["classes"]
-    assert "unseen" in report["zero_shot"] and "audio_to_image_species" in report["retrieval"]["seen"]
+    assert "unseen" in report["zero_shot"]
+    directions = {k.rsplit("_", 1)[0] for k in report["retrieval"]["seen"]}
+    assert directions == {"audio_to_image", "image_to_audio", "audio_to_text", "text_to_audio", "image_to_text",
+                          "text_to_image"}
+    assert {k.rsplit("_", 1)[1] for k in report["retrieval"]["seen"]} == {"species", "genus", "family"}
+    fam = report["retrieval"]["seen"]["audio_to_image_family"]
+    assert fam["candidates"] == 1 and fam["top1"] == 1.0  # one family (Strigidae): trivially right, chance 1
     assert "chance" in format_table(report)
+
+
+def test_embed_and_classify_a_folder(tiny_build, tmp_path):
+    import shutil
+    import pyarrow.parquet as pq
+    from bestiary.training.inference import classify, embed_files, list_media, write_embeddings
+    from tests.conftest import fixture_path
+    cfg, _ = tiny_build
+    shards = os.path.join(cfg.out, "shards")
+    result = train(TrainConfig(shards, str(tmp_path / "run"), steps=2, batch_size=4, workers=0,
+                               model=ModelConfig(embed_dim=32, width=16)), progress=False)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(fixture_path("audio", "pykanto_great_tit_2021-B32-0415_05-11.wav"), folder / "tit.wav")
+    shutil.copy(fixture_path("audio", "pykanto_bengalese_finch_348.wav"), folder / "finch.wav")
+    (folder / "broken.mp3").write_bytes(b"not audio")
+    from PIL import Image
+    Image.new("RGB", (120, 90), (10, 200, 30)).save(folder / "photo.jpg")
+    rows, errors = embed_files(result["checkpoint"], list_media(str(folder)))
+    assert sorted(r["modality"] for r in rows) == ["audio", "audio", "image"]
+    assert errors == [{"path": str(folder / "broken.mp3"), "reason": "undecodable_audio"}]
+    write_embeddings(rows, str(tmp_path / "emb.parquet"))
+    table = pq.read_table(tmp_path / "emb.parquet")
+    assert table.num_rows == 3 and len(table.column("embedding")[0].as_py()) == 32
+    ranked, _ = classify(result["checkpoint"], list_media(str(folder)), ["Strix aluco", "Bubo bubo", "Athene noctua"],
+                         top=3)
+    assert len(ranked) == 2
+    for r in ranked:
+        scores = [x["score"] for x in r["ranking"]]
+        assert scores == sorted(scores, reverse=True) and abs(sum(scores) - 1) < 1e-3
 
 
 def test_too_few_shards_for_the_readers_is_a_clear_error(tiny_build, monkeypatch):

@@ -30,7 +30,8 @@ class DataConfig:
     image_size: int = 64
     shuffle_buffer: int = 256
     seed: int = 0
-    train: bool = True                # random crop, flips, random caption; else fixed
+    train: bool = True                # training stream: split by rank, shuffled, endless; else one pass
+    augment: bool = True              # random crop, flips, random caption kind (training only)
 
 
 def read_manifest(shards_dir: str) -> dict:
@@ -118,15 +119,13 @@ class Decode:
         if sample["__key__"] in self.skip:
             return None
         meta = json.loads(sample["json"])
-        if self.cfg.train:
-            text = self.rng.choice(meta["captions"])["text"]
-        else:
-            text = sample["txt"].decode("utf-8")
+        aug = self.cfg.train and self.cfg.augment
+        text = self.rng.choice(meta["captions"])["text"] if aug else sample["txt"].decode("utf-8")
         taxon = meta["taxon"]
         return {
             "key": sample["__key__"],
-            "audio": _audio(sample["flac"], self.cfg.clip_samples, self.cfg.train, self.rng),
-            "image": _image(sample["jpg"], self.cfg.image_size, self.cfg.train, self.rng),
+            "audio": _audio(sample["flac"], self.cfg.clip_samples, aug, self.rng),
+            "image": _image(sample["jpg"], self.cfg.image_size, aug, self.rng),
             "text": text,
             "species": taxon["accepted_name"],
             "genus": taxon["lineage"].get("genus"),
@@ -162,7 +161,7 @@ def make_pipeline(cfg: DataConfig, epochs: int | None = None) -> wds.DataPipelin
     else:
         stages += [wds.split_by_worker]
     stages += [wds.tarfile_to_samples(handler=wds.warn_and_continue)]
-    if cfg.train:
+    if cfg.train and cfg.shuffle_buffer > 1:
         stages.append(wds.shuffle(cfg.shuffle_buffer, initial=min(64, cfg.shuffle_buffer), rng=random.Random(cfg.seed)))
     stages += [wds.map(Decode(cfg, deleted_keys(cfg.shards_dir))), _drop_none,
                wds.batched(cfg.batch_size, collation_fn=collate, partial=not cfg.train)]

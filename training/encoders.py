@@ -55,7 +55,9 @@ class LogMel(nn.Module):
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU(),
+    # GroupNorm, not BatchNorm: an embedding must not depend on the rest of its batch (ranks hold
+    # different batches, and evaluation embeds one sample the same whatever its neighbours)
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.GELU(),
                          nn.MaxPool2d(2))
 
 

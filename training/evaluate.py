@@ -81,6 +81,29 @@ def class_embeddings(model, tok, metas: list[dict], kind: str) -> tuple[list[str
     return names, model.encode_text(tok.encode(prompts)).numpy()
 
 
+LEVELS = ("species", "genus", "family")
+DIRECTIONS = [("audio", "image"), ("image", "audio"), ("audio", "text"), ("text", "audio"), ("image", "text"),
+              ("text", "image")]
+
+
+@torch.no_grad()
+def retrieval_suite(model, tok, emb: dict, kind: str = "taxonomy_common") -> dict:
+    """BioVITA's retrieval in six directions at species, genus and family level (100 candidate taxa)."""
+    lineage = {}
+    for m in emb["meta"]:
+        lineage.setdefault(m["taxon"]["accepted_name"], m["taxon"]["lineage"])
+    names, text = class_embeddings(model, tok, emb["meta"], kind)
+    mods = {"audio": (emb["audio"], [lineage[s] for s in emb["species"]]),
+            "image": (emb["image"], [lineage[s] for s in emb["species"]]),
+            "text": (text, [lineage[n] for n in names])}
+    out = {}
+    for q, c in DIRECTIONS:
+        for level in LEVELS:
+            (qe, ql), (ce, cl) = mods[q], mods[c]
+            out[f"{q}_to_{c}_{level}"] = taxon_retrieval(qe, [x[level] for x in ql], ce, [x[level] for x in cl])
+    return out
+
+
 def evaluate(checkpoint: str, shards_dir: str, splits: dict[str, str] | None = None) -> dict:
     model, tok, state = load_model(checkpoint)
     image_size = state["train_config"].get("image_size", 64)
@@ -94,8 +117,7 @@ def evaluate(checkpoint: str, shards_dir: str, splits: dict[str, str] | None = N
         for kind in KINDS:
             names, cls = class_embeddings(model, tok, emb["meta"], kind)
             report["zero_shot"][label][kind] = zero_shot(emb["audio"], emb["species"], names, cls)
-        report["retrieval"][label] = {"audio_to_image_species": taxon_retrieval(
-            emb["audio"], emb["species"], emb["image"], emb["species"])}
+        report["retrieval"][label] = retrieval_suite(model, tok, emb)
     return report
 
 
@@ -112,6 +134,23 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(report: dict) -> str:
+    """The same figures as a markdown table, chance beside each."""
+    lines = ["| task | split | top-1 | chance | top-5 | chance |", "|---|---|---|---|---|---|"]
+    for label, kinds in report["zero_shot"].items():
+        for kind, r in kinds.items():
+            lines.append(f"| zero-shot ({kind}, {r['classes']} species) | {label} | {r['top1']:.3f} | "
+                         f"{r['chance_top1']:.3f} | {r['top5']:.3f} | {r['chance_top5']:.3f} |")
+    for label, tasks in report["retrieval"].items():
+        for task, r in tasks.items():
+            lines.append(f"| {task.replace('_', ' ')} ({r['candidates']} taxa) | {label} | {r['top1']:.3f} | "
+                         f"{r['chance_top1']:.3f} | {r['top5']:.3f} | {r['chance_top5']:.3f} |")
+    return "\n".join(lines)
+
+
 def write_report(report: dict, path: str) -> None:
+    """The report as JSON, and beside it the markdown table (same name, .md)."""
     with open(path, "w") as fh:
         json.dump(report, fh, indent=2, sort_keys=True)
+    with open(path.rsplit(".", 1)[0] + ".md", "w") as fh:
+        fh.write(format_markdown(report) + "\n")

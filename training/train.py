@@ -1,4 +1,10 @@
-"""`bestiary train`: tri-modal contrastive training on the shards (CPU or one GPU for now)."""
+"""`bestiary train`: tri-modal contrastive training on the shards (CPU, one GPU, or torchrun DDP).
+
+Resume is exact: the data stream is cut into segments of `checkpoint_every`
+steps, each drawn from shards resampled with a seed of its own (seed, segment),
+and checkpoints land on segment boundaries with every RNG state; so 20 steps
+equal 10 steps, a resume, and 10 more, weight for weight.
+"""
 from __future__ import annotations
 
 import csv
@@ -14,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bestiary.training import distributed as dist
 from bestiary.training.data import DataConfig, make_loader, shard_urls
 from bestiary.training.encoders import ModelConfig, TriModal
 from bestiary.training.losses import trimodal_loss
@@ -25,16 +32,21 @@ class TrainConfig:
     shards_dir: str
     out_dir: str
     steps: int = 300
-    batch_size: int = 32
+    batch_size: int = 32              # per rank, per micro-batch
+    accumulate: int = 1               # micro-batches per optimizer step
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup: int = 20
     workers: int = 1
+    shuffle_buffer: int = 256         # samples; 0: read in shard order
     seed: int = 0
     image_size: int = 64
     clip_seconds: float = 10.0
     log_every: int = 10
     checkpoint_every: int = 100
+    precision: str = "auto"           # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
+    augment: bool = True              # random crop, flip and caption kind; off: fixed, for exact comparisons
+    log_keys: bool = False            # write the sample keys each rank trained on (keys-rank{r}.jsonl)
     pair_weights: dict = field(default_factory=lambda: {"audio_text": 1.0, "audio_image": 1.0, "image_text": 1.0})
     model: ModelConfig = ModelConfig()
 
@@ -64,6 +76,19 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def save_checkpoint(path: str, state: dict) -> None:
     """Written to a temporary file and renamed: a kill never leaves half a checkpoint."""
     tmp = f"{path}.tmp"
@@ -82,70 +107,136 @@ def _pair_weights(cfg: TrainConfig) -> dict[tuple[str, str], float]:
     return {tuple(k.split("_")): float(v) for k, v in cfg.pair_weights.items()}
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    seed_all(cfg.seed)
+def segment_loader(cfg: TrainConfig, mcfg: ModelConfig, step: int):
+    """The data stream for the segment that starts at `step` (its own seed: resume needs no cursor)."""
+    segment = step // cfg.checkpoint_every
+    data = DataConfig(cfg.shards_dir, ("train",), cfg.batch_size, cfg.workers, int(cfg.clip_seconds * mcfg.sample_rate),
+                      cfg.image_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed * 100003 + segment,
+                      augment=cfg.augment)
+    return iter(make_loader(data))
+
+
+def autocast(cfg: TrainConfig, device: str):
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device == "cuda")
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
+
+
+@dataclass
+class TrainState:
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    tok: Tokenizer
+    mcfg: ModelConfig
+    step: int = 0
+
+
+def setup_state(cfg: TrainConfig, resume: bool, device: str) -> tuple[TrainState, dict | None]:
     ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and os.path.exists(ckpt_path) else None
-    tok = Tokenizer.from_state(state["tokenizer"]) if state else Tokenizer.train(captions_of(cfg.shards_dir))
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and os.path.exists(ckpt_path) else None
+    tok = Tokenizer.from_state(saved["tokenizer"]) if saved else Tokenizer.train(captions_of(cfg.shards_dir))
     mcfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(tok.vocab), "max_len": tok.max_len})
     model = TriModal(mcfg).to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    step = 0
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step = state["step"]
-    data = DataConfig(cfg.shards_dir, ("train",), cfg.batch_size, cfg.workers,
-                      int(cfg.clip_seconds * mcfg.sample_rate), cfg.image_size, seed=cfg.seed + step)
-    loader = iter(make_loader(data))
-    weights = _pair_weights(cfg)
-    log_path = os.path.join(cfg.out_dir, "log.csv")
-    new_log = not (resume and os.path.exists(log_path))
-    logf = open(log_path, "w" if new_log else "a", newline="")
-    writer = csv.writer(logf)
-    if new_log:
-        writer.writerow(["step", "loss", "audio_text", "audio_image", "image_text", "lr", "samples_per_s", "data_wait"])
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", unit="step")
-    model.train()
-    history, wait, busy, seen = [], 0.0, 0.0, 0
-    while step < cfg.steps:
+    st = TrainState(model, opt, tok, mcfg)
+    if saved:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        st.step = saved["step"]
+        set_rng_state(saved["rng"])
+    return st, saved
+
+
+def checkpoint(cfg: TrainConfig, st: TrainState) -> None:
+    raw = st.model.module if hasattr(st.model, "module") else st.model
+    save_checkpoint(os.path.join(cfg.out_dir, "checkpoint.pt"), {
+        "model": raw.state_dict(), "optimizer": st.opt.state_dict(), "step": st.step, "rng": rng_state(),
+        "tokenizer": st.tok.state(), "model_config": st.mcfg.to_dict(),
+        "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"}})
+
+
+def train_step(cfg: TrainConfig, st: TrainState, loader, device: str, weights) -> tuple[float, dict, int, float]:
+    """One optimizer step over `accumulate` micro-batches; (loss, parts, samples, seconds waiting for data)."""
+    raw = st.model.module if hasattr(st.model, "module") else st.model
+    for g in st.opt.param_groups:
+        g["lr"] = lr_at(st.step, cfg)
+    st.opt.zero_grad(set_to_none=True)
+    total, parts, seen, wait = 0.0, {}, 0, 0.0
+    for _ in range(cfg.accumulate):
         t0 = time.perf_counter()
         batch = next(loader)
-        t1 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        emb = {"audio": model.encode_audio(batch["audio"].to(device)),
-               "image": model.encode_image(batch["image"].to(device)),
-               "text": model.encode_text(tok.encode(batch["text"]).to(device))}
-        loss, parts = trimodal_loss(emb, model.logit_scale, weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        t2 = time.perf_counter()
-        wait, busy, seen = wait + (t1 - t0), busy + (t2 - t1), seen + len(batch["text"])
-        loss_value = loss.item()
-        history.append(loss_value)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            rate, share = seen / (wait + busy), wait / (wait + busy)
-            writer.writerow([step, f"{loss_value:.4f}"] + [f"{parts.get(k, float('nan')):.4f}" for k in
-                            ("audio_text", "audio_image", "image_text")] + [f"{lr_at(step - 1, cfg):.6f}", f"{rate:.1f}", f"{share:.3f}"])
+        wait += time.perf_counter() - t0
+        with autocast(cfg, device):
+            emb = {"audio": raw.encode_audio(batch["audio"].to(device)),
+                   "image": raw.encode_image(batch["image"].to(device)),
+                   "text": raw.encode_text(st.tok.encode(batch["text"]).to(device))}
+        emb = {k: v.float() for k, v in emb.items()}
+        if dist.world_size() > 1:  # contrast against every rank's samples; gradients flow back through the gather
+            emb = {k: dist.gather_with_grad(v) for k, v in emb.items()}
+        loss, parts = trimodal_loss(emb, raw.logit_scale, weights)
+        (loss / cfg.accumulate).backward()
+        total += loss.item() / cfg.accumulate
+        seen += len(batch["text"])
+        if cfg.log_keys:
+            with open(os.path.join(cfg.out_dir, f"keys-rank{dist.rank()}.jsonl"), "a") as fh:
+                fh.write(json.dumps({"step": st.step, "keys": batch["key"], "loss": loss.item()}) + "\n")
+    dist.average_gradients(raw)
+    torch.nn.utils.clip_grad_norm_(raw.parameters(), 1.0)
+    st.opt.step()
+    st.step += 1
+    return total, parts, seen, wait
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
+    """Train to `cfg.steps` (or stop early at `stop_at`, for tests of resume)."""
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    seed_all(cfg.seed)
+    st, saved = setup_state(cfg, resume, device)
+    weights = _pair_weights(cfg)
+    logf, writer = _open_log(cfg, resume and saved is not None)
+    end = min(cfg.steps, stop_at or cfg.steps)
+    bar = tqdm(total=cfg.steps, initial=st.step, disable=not progress or not dist.is_main(), desc="train", unit="step")
+    st.model.train()
+    history, wait, busy, seen = [], 0.0, 0.0, 0
+    loader = segment_loader(cfg, st.mcfg, st.step) if st.step < end else None
+    while st.step < end:
+        t0 = time.perf_counter()
+        loss, parts, n, waited = train_step(cfg, st, loader, device, weights)
+        elapsed = time.perf_counter() - t0
+        wait, busy, seen = wait + waited, busy + elapsed - waited, seen + n
+        history.append(loss)
+        if (st.step % cfg.log_every == 0 or st.step == end) and dist.is_main():
+            rate, share = seen * dist.world_size() / (wait + busy), wait / (wait + busy)
+            writer.writerow([st.step, f"{loss:.4f}"] + [f"{parts.get(k, float('nan')):.4f}" for k in
+                            ("audio_text", "audio_image", "image_text")] + [f"{lr_at(st.step - 1, cfg):.6f}",
+                                                                             f"{rate:.1f}", f"{share:.3f}"])
             logf.flush()
-            bar.set_postfix(loss=f"{loss_value:.3f}", sps=f"{rate:.1f}", wait=f"{share:.0%}")
+            bar.set_postfix(loss=f"{loss:.3f}", sps=f"{rate:.1f}", wait=f"{share:.0%}")
             wait = busy = 0.0
             seen = 0
         bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                        "tokenizer": tok.state(), "model_config": mcfg.to_dict(),
-                                        "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"}})
+        if st.step % cfg.checkpoint_every == 0 or st.step == cfg.steps:
+            if dist.is_main():
+                checkpoint(cfg, st)
+            if st.step < end:
+                loader = segment_loader(cfg, st.mcfg, st.step)  # a new segment, seeded on its own
     bar.close()
     logf.close()
-    return {"steps": step, "first_loss": history[0] if history else None,
-            "last_loss": float(np.mean(history[-10:])) if history else None, "checkpoint": ckpt_path}
+    return {"steps": st.step, "first_loss": history[0] if history else None,
+            "last_loss": float(np.mean(history[-10:])) if history else None,
+            "checkpoint": os.path.join(cfg.out_dir, "checkpoint.pt"), "losses": history}
+
+
+def _open_log(cfg: TrainConfig, append: bool):
+    path = os.path.join(cfg.out_dir, "log.csv")
+    if not dist.is_main():
+        return open(os.devnull, "w"), csv.writer(open(os.devnull, "w"))
+    fresh = not (append and os.path.exists(path))
+    logf = open(path, "w" if fresh else "a", newline="")
+    writer = csv.writer(logf)
+    if fresh:
+        writer.writerow(["step", "loss", "audio_text", "audio_image", "image_text", "lr", "samples_per_s", "data_wait"])
+    return logf, writer
