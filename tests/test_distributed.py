@@ -10,7 +10,7 @@ import webdataset as wds
 
 from bestiary.training.data import DataConfig, Decode, collate, shard_urls
 from bestiary.training.encoders import ModelConfig, TriModal
-from bestiary.training.losses import trimodal_loss
+from bestiary.training.losses import taxonomy_targets, trimodal_loss
 from bestiary.training.tokenizer import Tokenizer
 from bestiary.training.train import TrainConfig, captions_of, lr_at, seed_all, train
 
@@ -42,7 +42,8 @@ def _samples_by_key(shards: str) -> dict:
 
 
 @pytest.mark.timeout(300)
-def test_two_ranks_see_disjoint_samples_and_match_one_process(tiny_build, tmp_path):
+@pytest.mark.parametrize("taxonomy_loss", [False, True])
+def test_two_ranks_see_disjoint_samples_and_match_one_process(tiny_build, tmp_path, taxonomy_loss):
     cfg, _ = tiny_build
     shards = os.path.join(cfg.out, "shards")
     out = tmp_path / "ddp"
@@ -52,7 +53,8 @@ def test_two_ranks_see_disjoint_samples_and_match_one_process(tiny_build, tmp_pa
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "bestiary.pipelines.cli", "train", "--shards", shards, "--out", str(out), "--steps", str(steps),
            "--batch-size", str(per_rank), "--workers", "0", "--no-augment", "--shuffle-buffer", "0", "--log-keys", "--width", "16",
-           "--embed-dim", "32", "--checkpoint-every", str(steps), "--seed", "0"]
+           "--embed-dim", "32", "--checkpoint-every", str(steps), "--seed", "0"] + \
+        (["--taxonomy-loss"] if taxonomy_loss else [])
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
@@ -76,7 +78,8 @@ def test_two_ranks_see_disjoint_samples_and_match_one_process(tiny_build, tmp_pa
             g["lr"] = lr_at(step, tcfg)
         emb = {"audio": model.encode_audio(batch["audio"]), "image": model.encode_image(batch["image"]),
                "text": model.encode_text(tok.encode(batch["text"]))}
-        loss, _ = trimodal_loss(emb, model.logit_scale)
+        targets = taxonomy_targets(batch["species"], batch["genus"], batch["family"]) if taxonomy_loss else None
+        loss, _ = trimodal_loss(emb, model.logit_scale, None, targets)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -18,6 +18,19 @@ def test_info_nce_prefers_aligned_pairs():
     assert info_nce(a, a, scale) < info_nce(a, a.roll(1, 0), scale)
 
 
+def test_taxonomy_targets_soften_relatives_only():
+    from bestiary.training.losses import soft_info_nce, taxonomy_targets
+    t = taxonomy_targets(["a x", "a y", "b z", "c w"], ["a", "a", "b", "c"], ["F", "F", "F", "G"])
+    assert torch.allclose(t.sum(1), torch.ones(4))
+    assert t[0, 0] == 1 / 1.75 and t[0, 1] == 0.5 / 1.75 and t[0, 2] == 0.25 / 1.75 and t[0, 3] == 0
+    assert t[3, 3] == 1 and t[3, :3].sum() == 0  # a stranger keeps a one-hot target
+    a = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    scale = torch.tensor(1.5)
+    strangers = taxonomy_targets(list("pqrs"), list("pqrs"), list("pqrs"))
+    assert torch.allclose(soft_info_nce(a, b, scale, strangers), info_nce(a, b, scale))
+
+
 def test_few_steps_lower_the_loss(tiny_build):
     cfg, _ = tiny_build
     shards = os.path.join(cfg.out, "shards")

@@ -38,6 +38,13 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(dnn.all_gather(x), dim=0)
 
 
+def gather_objects(items: list) -> list:
+    """Every rank's list, concatenated in rank order (labels that travel with gathered embeddings)."""
+    out: list = [None] * world_size()
+    tdist.all_gather_object(out, items)
+    return [x for part in out for x in part]
+
+
 def average_gradients(model: torch.nn.Module) -> None:
     """Sum the ranks' gradients (each holds d(global loss)/d(its rows)): the global batch's gradient."""
     if world_size() <= 1:

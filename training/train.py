@@ -23,7 +23,7 @@ from tqdm import tqdm
 from bestiary.training import distributed as dist
 from bestiary.training.data import DataConfig, make_loader, shard_urls
 from bestiary.training.encoders import ModelConfig, TriModal
-from bestiary.training.losses import trimodal_loss
+from bestiary.training.losses import taxonomy_targets, trimodal_loss
 from bestiary.training.tokenizer import Tokenizer
 
 
@@ -46,6 +46,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     precision: str = "auto"           # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
     augment: bool = True              # random crop, flip and caption kind; off: fixed, for exact comparisons
+    taxonomy_loss: bool = False       # AnimalCLAP: relatives (same genus 0.5, family 0.25) as soft positives
     log_keys: bool = False            # write the sample keys each rank trained on (keys-rank{r}.jsonl)
     pair_weights: dict = field(default_factory=lambda: {"audio_text": 1.0, "audio_image": 1.0, "image_text": 1.0})
     model: ModelConfig = ModelConfig()
@@ -173,9 +174,12 @@ def train_step(cfg: TrainConfig, st: TrainState, loader, device: str, weights) -
                    "image": raw.encode_image(batch["image"].to(device)),
                    "text": raw.encode_text(st.tok.encode(batch["text"]).to(device))}
         emb = {k: v.float() for k, v in emb.items()}
+        labels = {k: batch[k] for k in ("species", "genus", "family")}
         if dist.world_size() > 1:  # contrast against every rank's samples; gradients flow back through the gather
             emb = {k: dist.gather_with_grad(v) for k, v in emb.items()}
-        loss, parts = trimodal_loss(emb, raw.logit_scale, weights)
+            labels = {k: dist.gather_objects(v) for k, v in labels.items()}
+        targets = taxonomy_targets(labels["species"], labels["genus"], labels["family"]) if cfg.taxonomy_loss else None
+        loss, parts = trimodal_loss(emb, raw.logit_scale, weights, targets)
         (loss / cfg.accumulate).backward()
         total += loss.item() / cfg.accumulate
         seen += len(batch["text"])
