@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from bestiary.sample_archive.generate import Observation, Photo, Recording
+import re
 import zlib
 
 from bestiary.sample_archive.species import FAMILIES, GBIF_KEYS, GENERA, INAT_IDS, INAT_UPPER, Species, lineage
 
 XC_LENGTH = lambda s: f"{int(s // 60)}:{int(round(s % 60)):02d}" if s < 3600 else f"{int(s // 3600)}:{int(s % 3600 // 60):02d}:{int(round(s % 60)):02d}"  # noqa: E731
+XC_TAG = re.compile(r'(\w+):("[^"]*"|\S+)')
 INAT_SIZES = {"square": 75, "small": 240, "medium": 500, "large": 1024, "original": 2048}
 
 
@@ -172,3 +174,29 @@ def gbif_occurrences(archive, base: str) -> list[dict]:
                                  "creator": r.recordist}], r.date.replace("-00", "-01"), r.recordist, r.lat, r.lon,
                                "http://creativecommons.org/licenses/by/4.0/legalcode"))
     return sorted(out, key=lambda o: o["key"])
+
+
+def xc_filter(query: str, rec) -> bool:
+    """Xeno-canto v3 tag query against one recording; unknown tags match nothing."""
+    sp = rec.species
+    for tag, value in XC_TAG.findall(query):
+        value = value.strip('"').lower()
+        if tag == "gen" and sp.genus.lower() != value:
+            return False
+        if tag == "sp" and sp.epithet.lower() != value:
+            return False
+        if tag == "grp" and sp.group != value:
+            return False
+        if tag == "en" and value not in sp.common.lower():
+            return False
+        if tag == "q" and rec.quality > value.strip(">").upper()[:1] and not value.startswith(">"):
+            return False
+        if tag == "nr":
+            lo, _, hi = value.partition("-")
+            if not (int(lo) <= rec.id <= int(hi or lo)):
+                return False
+        if tag == "since" and rec.uploaded < value:
+            return False
+        if tag not in {"gen", "sp", "grp", "en", "q", "nr", "since", "cnt", "lic", "len", "box"}:
+            return False
+    return True

@@ -22,7 +22,6 @@ from collections import deque
 from bestiary.sample_archive import chat, faults, formats
 from bestiary.sample_archive.generate import Archive, build_archive, render_audio, render_image
 
-XC_TAG = re.compile(r'(\w+):("[^"]*"|\S+)')
 
 
 class SampleArchive:
@@ -84,32 +83,6 @@ class SampleArchive:
 
 def _qs(url: str) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
-
-
-def xc_filter(query: str, rec) -> bool:
-    """Xeno-canto v3 tag query against one recording; unknown tags match nothing."""
-    sp = rec.species
-    for tag, value in XC_TAG.findall(query):
-        value = value.strip('"').lower()
-        if tag == "gen" and sp.genus.lower() != value:
-            return False
-        if tag == "sp" and sp.epithet.lower() != value:
-            return False
-        if tag == "grp" and sp.group != value:
-            return False
-        if tag == "en" and value not in sp.common.lower():
-            return False
-        if tag == "q" and rec.quality > value.strip(">").upper()[:1] and not value.startswith(">"):
-            return False
-        if tag == "nr":
-            lo, _, hi = value.partition("-")
-            if not (int(lo) <= rec.id <= int(hi or lo)):
-                return False
-        if tag == "since" and rec.uploaded < value:
-            return False
-        if tag not in {"gen", "sp", "grp", "en", "q", "nr", "since", "cnt", "lic", "len", "box"}:
-            return False
-    return True
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -231,12 +204,13 @@ class Handler(BaseHTTPRequestHandler):
             return self._json({"error": "client_error", "message": "Missing or invalid 'key' parameter. "
                                "Visit https://xeno-canto.org/account to retrieve your API key."}, 401)
         query = q.get("query", "")
-        if not XC_TAG.search(query):
+        if not formats.XC_TAG.search(query):
             return self._json({"error": "client_error", "message": "Query must contain at least one tag."}, 400)
         per_page = max(50, min(500, int(q.get("per_page", 100))))
         page = max(1, int(q.get("page", 1)))
         # a vanish on a later page withdraws a record from an earlier one: every later record shifts back
-        recs = self._vanish(st, "xc", [r for r in st.archive.xc if ("xc", r.id) not in st.hidden and xc_filter(query, r)], 0)
+        recs = [r for r in st.archive.xc if ("xc", r.id) not in st.hidden and formats.xc_filter(query, r)]
+        recs = self._vanish(st, "xc", recs, 0)
         pages = max(1, -(-len(recs) // per_page))
         lo = (page - 1) * per_page
         chunk = recs[lo - (1 if self.fault == "duplicate" and lo else 0): page * per_page]
