@@ -83,6 +83,9 @@ class TokenBucket:
             time.sleep(wait)
 
 
+AUDIO_TYPES = ("audio/", "application/octet-stream", "binary/octet-stream")  # what a media URL may answer
+IMAGE_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
+
 # failures worth another try: the next answer may well be whole
 TRANSIENT = {"http_body_incomplete", "http_timeout", "http_connection", "http_retries_exhausted", "invalid_json"}
 

@@ -28,8 +28,8 @@ def caption_row(rec: dict, taxon: dict, default_kind: str, llm: dict | None = No
         caps.append({"kind": "llm", "text": text,
                      "source": "llm" if llm["text"] else f"template:{LLM_FALLBACK_KIND}",
                      **({"reason": status} if not llm["text"] else {})})
-    default = next(c["text"] for c in caps if c["kind"] == default_kind) if any(
-        c["kind"] == default_kind for c in caps) else next(c["text"] for c in caps if c["kind"] == LLM_FALLBACK_KIND)
+    by_kind = {c["kind"]: c["text"] for c in caps}
+    default = by_kind.get(default_kind, by_kind[LLM_FALLBACK_KIND])  # "llm" without an LLM: its fallback
     return {"key": rec["key"], "default": default, "captions": json.dumps(caps, ensure_ascii=False),
             "llm_status": status, "llm_requests": llm["requests"] if llm else 0,
             "prompt_tokens": llm["prompt_tokens"] if llm else 0,

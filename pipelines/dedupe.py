@@ -9,7 +9,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from bestiary.connectors.http import FetchError, HttpClient, HttpPolicy, MediaCache
+from bestiary.connectors.http import AUDIO_TYPES, IMAGE_TYPES, FetchError, HttpClient, HttpPolicy, MediaCache
 from bestiary.media.audio import AudioError, check_recording, fingerprint_audio
 from bestiary.media.fingerprints import dhash, hamming, near_duplicates
 from bestiary.media.images import ImageError
@@ -17,8 +17,6 @@ from bestiary.pipelines.errors import LeakError
 from bestiary.schemas.config import MediaConfig
 from bestiary.schemas.records import reject
 
-AUDIO_TYPES = ("audio/", "application/octet-stream", "binary/octet-stream")
-IMAGE_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 SOURCE_PRIORITY = {"xeno-canto": 0, "inaturalist": 1, "macaulay": 2, "gbif": 3}  # originals before mirrors
 
 

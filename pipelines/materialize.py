@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 
-from bestiary.connectors.http import FetchError, HttpClient, MediaCache, policy_from
+from bestiary.connectors.http import AUDIO_TYPES, IMAGE_TYPES, FetchError, HttpClient, MediaCache, policy_from
 from bestiary.media.audio import AudioError, make_clips
 from bestiary.media.images import ImageError, prepare_image
 from bestiary.pipelines import io
@@ -27,8 +27,6 @@ from bestiary.schemas.records import TAXON_RANKS, reject
 
 log = logging.getLogger(__name__)
 MEMBER_ORDER = ("flac", "jpg", "json", "txt")
-AUDIO_TYPES = ("audio/", "application/octet-stream", "binary/octet-stream")
-IMAGE_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 
 
 def sample_json(rec: dict, clip, info, image_meta: dict, captions: list[dict], key: str, rate: int) -> dict:

@@ -121,30 +121,28 @@ def evaluate(checkpoint: str, shards_dir: str, splits: dict[str, str] | None = N
     return report
 
 
-def format_table(report: dict) -> str:
-    lines = [f"{'task':52s} {'top1':>7s} {'chance':>7s} {'top5':>7s} {'chance':>7s}"]
+def _rows(report: dict):
+    """(task label, result) for every figure in a report, zero-shot first."""
     for label, kinds in report["zero_shot"].items():
         for kind, r in kinds.items():
-            lines.append(f"{'zero-shot ' + label + ' (' + kind + ', ' + str(r['classes']) + ' species)':52s} "
-                         f"{r['top1']:7.3f} {r['chance_top1']:7.3f} {r['top5']:7.3f} {r['chance_top5']:7.3f}")
+            yield f"zero-shot {label} ({kind}, {r['classes']} species)", r
     for label, tasks in report["retrieval"].items():
         for task, r in tasks.items():
-            lines.append(f"{task.replace('_', ' ') + ' ' + label + ' (' + str(r['candidates']) + ' taxa)':52s} "
-                         f"{r['top1']:7.3f} {r['chance_top1']:7.3f} {r['top5']:7.3f} {r['chance_top5']:7.3f}")
+            yield f"{task.replace('_', ' ')} {label} ({r['candidates']} taxa)", r
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'task':52s} {'top1':>7s} {'chance':>7s} {'top5':>7s} {'chance':>7s}"]
+    lines += [f"{name:52s} {r['top1']:7.3f} {r['chance_top1']:7.3f} {r['top5']:7.3f} {r['chance_top5']:7.3f}"
+              for name, r in _rows(report)]
     return "\n".join(lines)
 
 
 def format_markdown(report: dict) -> str:
     """The same figures as a markdown table, chance beside each."""
-    lines = ["| task | split | top-1 | chance | top-5 | chance |", "|---|---|---|---|---|---|"]
-    for label, kinds in report["zero_shot"].items():
-        for kind, r in kinds.items():
-            lines.append(f"| zero-shot ({kind}, {r['classes']} species) | {label} | {r['top1']:.3f} | "
-                         f"{r['chance_top1']:.3f} | {r['top5']:.3f} | {r['chance_top5']:.3f} |")
-    for label, tasks in report["retrieval"].items():
-        for task, r in tasks.items():
-            lines.append(f"| {task.replace('_', ' ')} ({r['candidates']} taxa) | {label} | {r['top1']:.3f} | "
-                         f"{r['chance_top1']:.3f} | {r['top5']:.3f} | {r['chance_top5']:.3f} |")
+    lines = ["| task | top-1 | chance | top-5 | chance |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['top1']:.3f} | {r['chance_top1']:.3f} | {r['top5']:.3f} | {r['chance_top5']:.3f} |"
+              for name, r in _rows(report)]
     return "\n".join(lines)
 
 
