@@ -7,16 +7,13 @@ content-addressed media cache so nothing is downloaded twice.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import random
 import re
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
@@ -205,53 +202,6 @@ class HttpClient:
 def _safe(text: str) -> str:
     """Strip query strings (they may carry keys) from text that goes into logs or rejects."""
     return re.sub(r"\?[^\s'\"]*", "?…", text)[:300]
-
-
-class MediaCache:
-    """Content-addressed media store: `url_index/{sha256(url)}` points at `blobs/{sha256(body)}`.
-
-    Paths are hashes only, never archive-provided names; writes go to a temporary
-    file and are renamed, so a killed download leaves nothing half-written.
-    """
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
-        (self.root / "urls").mkdir(parents=True, exist_ok=True)
-
-    @staticmethod
-    def url_hash(url: str) -> str:
-        return hashlib.sha256(url.encode()).hexdigest()
-
-    def lookup(self, url: str) -> Path | None:
-        ref = self.root / "urls" / self.url_hash(url)
-        if ref.is_file():
-            blob = self.root / "blobs" / ref.read_text().strip()
-            if blob.is_file():
-                return blob
-        return None
-
-    def put(self, url: str, body: bytes) -> Path:
-        digest = hashlib.sha256(body).hexdigest()
-        blob = self.root / "blobs" / digest
-        if not blob.exists():
-            _atomic_write(blob, body)
-        _atomic_write(self.root / "urls" / self.url_hash(url), digest.encode())
-        return blob
-
-    def fetch(self, client: HttpClient, url: str, expect: tuple[str, ...] = ()) -> bytes:
-        hit = self.lookup(url)
-        if hit is not None:
-            return hit.read_bytes()
-        body = client.get_bytes(url, expect=expect)
-        self.put(url, body)
-        return body
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def policy_from(http, sources=()) -> HttpPolicy:

@@ -11,6 +11,7 @@ import requests
 
 from bestiary.pipelines import io, stages
 from bestiary.pipelines.dedupe import leak_check
+from bestiary.pipelines.runner import configure_filesystems
 from bestiary.schemas.config import BuildConfig, ConfigError
 from bestiary.schemas.records import REJECT_SCHEMA, to_table
 
@@ -65,6 +66,7 @@ def run_stage(cfg: BuildConfig, stage: str, fn: Callable[[BuildConfig], object],
 
 def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False) -> dict:
     preflight(cfg)
+    configure_filesystems(cfg.runner)
     ran = False
     for stage in STAGES:
         if stage in only:

@@ -9,10 +9,11 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from bestiary.connectors.http import AUDIO_TYPES, IMAGE_TYPES, FetchError, HttpClient, HttpPolicy, MediaCache
+from bestiary.connectors.http import AUDIO_TYPES, IMAGE_TYPES, FetchError, HttpClient, HttpPolicy
 from bestiary.media.audio import AudioError, check_recording, fingerprint_audio
 from bestiary.media.fingerprints import dhash, hamming, near_duplicates
 from bestiary.media.images import ImageError
+from bestiary.pipelines.cache import MediaCache
 from bestiary.pipelines.errors import LeakError
 from bestiary.schemas.config import MediaConfig
 from bestiary.schemas.records import reject

@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 
-from bestiary.connectors.http import AUDIO_TYPES, IMAGE_TYPES, FetchError, HttpClient, MediaCache, policy_from
+from bestiary.connectors.http import AUDIO_TYPES, IMAGE_TYPES, FetchError, HttpClient, policy_from
 from bestiary.media.audio import AudioError, make_clips
 from bestiary.media.images import ImageError, prepare_image
 from bestiary.pipelines import io
+from bestiary.pipelines.cache import MediaCache
 from bestiary.pipelines.plan import sample_key, task_fingerprint
 from bestiary.schemas.config import BuildConfig
 from bestiary.schemas.records import TAXON_RANKS, reject

@@ -131,6 +131,7 @@ class CaptionConfig(_Frozen):
 class RunnerConfig(_Frozen):
     mode: Literal["in_memory", "multi_processing", "multi_threading"] = "in_memory"
     workers: int = Field(1, ge=1)
+    options: list[str] = []   # more Beam pipeline options, e.g. --s3_endpoint_url=...; never secrets
 
 
 class BuildConfig(_Frozen):
