@@ -218,7 +218,8 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_crawl)
     stage("enrich", "resolve names to accepted species with lineage (needs crawl)", ("enrich",))
     stage("caption", "write template captions (needs enrich)", ("caption",))
-    stage("shard", "plan splits and write WebDataset shards + manifest (needs caption)", ("shard",))
+    stage("shard", "probe and dedupe media, plan splits, write WebDataset shards + manifest (needs caption)",
+          ("shard",))
     stage("build", "run every stage from one config: crawl, enrich, caption, shard",
           ("crawl", "enrich", "caption", "shard"))
 
