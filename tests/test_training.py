@@ -114,3 +114,26 @@ def test_too_few_shards_for_the_readers_is_a_clear_error(tiny_build, monkeypatch
     monkeypatch.setenv("WORLD_SIZE", "64")
     with pytest.raises(ValueError, match="shards for 64 rank"):
         make_pipeline(DataConfig(os.path.join(cfg.out, "shards"), ("train",), workers=2))
+
+
+def test_biovita_stage_one_moves_audio_only_then_stage_two_moves_all(tiny_build, tmp_path):
+    cfg, _ = tiny_build
+    shards = os.path.join(cfg.out, "shards")
+    tiny = ModelConfig(embed_dim=32, width=16)
+    base = train(TrainConfig(shards, str(tmp_path / "base"), steps=2, batch_size=4, workers=0, model=tiny),
+                 progress=False)
+    one = train(TrainConfig(shards, str(tmp_path / "one"), steps=3, batch_size=4, workers=0, model=tiny,
+                            stage="audio", init=base["checkpoint"], pair_weights={"audio_text": 1.0,
+                                                                                 "audio_image": 1.0,
+                                                                                 "image_text": 0.0}), progress=False)
+    before = torch.load(base["checkpoint"], weights_only=False)["model"]
+    after = torch.load(one["checkpoint"], weights_only=False)["model"]
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(("audio.", "audio_proj.")) for k in moved)
+    assert any(k.startswith("audio_proj.") for k in moved)
+    two = train(TrainConfig(shards, str(tmp_path / "two"), steps=2, batch_size=4, workers=0, model=tiny,
+                            stage="joint", init=one["checkpoint"]), progress=False)
+    final = torch.load(two["checkpoint"], weights_only=False)["model"]
+    assert any(not torch.equal(after[k], final[k]) for k in after if k.startswith("image."))
+    with pytest.raises(ValueError, match="unknown stage"):
+        train(TrainConfig(shards, str(tmp_path / "bad"), steps=1, model=tiny, stage="text"), progress=False)

@@ -47,6 +47,8 @@ class TrainConfig:
     precision: str = "auto"           # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
     augment: bool = True              # random crop, flip and caption kind; off: fixed, for exact comparisons
     taxonomy_loss: bool = False       # AnimalCLAP: relatives (same genus 0.5, family 0.25) as soft positives
+    stage: str = "joint"              # BioVITA: "audio" = stage 1, audio onto a frozen image-text space; "joint" = 2
+    init: str | None = None           # start from this checkpoint's weights (stage 2 from stage 1, say)
     log_keys: bool = False            # write the sample keys each rank trained on (keys-rank{r}.jsonl)
     pair_weights: dict = field(default_factory=lambda: {"audio_text": 1.0, "audio_image": 1.0, "image_text": 1.0})
     model: ModelConfig = ModelConfig()
@@ -131,14 +133,27 @@ class TrainState:
     step: int = 0
 
 
+def freeze_for_stage(model: TriModal, stage: str) -> list[torch.nn.Parameter]:
+    """BioVITA stage 1 ("audio") trains the audio encoder and its projection onto a frozen image-text space;
+    stage 2 ("joint") trains everything.  Returns the parameters to optimise."""
+    if stage not in ("audio", "joint"):
+        raise ValueError(f"unknown stage {stage!r} (audio or joint)")
+    for name, p in model.named_parameters():
+        p.requires_grad = stage == "joint" or name.startswith(("audio.", "audio_proj."))
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def setup_state(cfg: TrainConfig, resume: bool, device: str) -> tuple[TrainState, dict | None]:
     ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
     saved = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and os.path.exists(ckpt_path) else None
     tok = Tokenizer.from_state(saved["tokenizer"]) if saved else Tokenizer.train(captions_of(cfg.shards_dir))
     mcfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(tok.vocab), "max_len": tok.max_len})
     model = TriModal(mcfg).to(device)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    if cfg.init and not saved:
+        model.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=False)["model"])
+    trainable = freeze_for_stage(model, cfg.stage)
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     st = TrainState(model, opt, tok, mcfg)
@@ -187,7 +202,7 @@ def train_step(cfg: TrainConfig, st: TrainState, loader, device: str, weights) -
             with open(os.path.join(cfg.out_dir, f"keys-rank{dist.rank()}.jsonl"), "a") as fh:
                 fh.write(json.dumps({"step": st.step, "keys": batch["key"], "loss": loss.item()}) + "\n")
     dist.average_gradients(raw)
-    torch.nn.utils.clip_grad_norm_(raw.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_([p for p in raw.parameters() if p.requires_grad], 1.0)
     st.opt.step()
     st.step += 1
     return total, parts, seen, wait
