@@ -62,6 +62,11 @@ def test_train_writes_a_checkpoint_and_eval_reports_with_chance(tiny_build, tmp_
     assert result["steps"] == 6 and os.path.exists(result["checkpoint"])
     with open(tmp_path / "run" / "log.csv") as fh:
         assert len(fh.read().splitlines()) == 1 + 3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6]
+    assert "train/data_wait" in events.Tags()["scalars"]
     model, tok, state = load_model(result["checkpoint"])
     assert state["step"] == 6 and model.cfg.embed_dim == 32
     again = train(tcfg, resume=True, progress=False)  # already at the last step: nothing more to do

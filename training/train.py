@@ -215,7 +215,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at
     seed_all(cfg.seed)
     st, saved = setup_state(cfg, resume, device)
     weights = _pair_weights(cfg)
-    logf, writer = _open_log(cfg, resume and saved is not None)
+    log = RunLog(cfg, resume and saved is not None)
     end = min(cfg.steps, stop_at or cfg.steps)
     bar = tqdm(total=cfg.steps, initial=st.step, disable=not progress or not dist.is_main(), desc="train", unit="step")
     st.model.train()
@@ -229,10 +229,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at
         history.append(loss)
         if (st.step % cfg.log_every == 0 or st.step == end) and dist.is_main():
             rate, share = seen * dist.world_size() / (wait + busy), wait / (wait + busy)
-            writer.writerow([st.step, f"{loss:.4f}"] + [f"{parts.get(k, float('nan')):.4f}" for k in
-                            ("audio_text", "audio_image", "image_text")] + [f"{lr_at(st.step - 1, cfg):.6f}",
-                                                                             f"{rate:.1f}", f"{share:.3f}"])
-            logf.flush()
+            log.write([st.step, loss] + [parts.get(k, float("nan")) for k in ("audio_text", "audio_image", "image_text")]
+                      + [lr_at(st.step - 1, cfg), rate, share])
             bar.set_postfix(loss=f"{loss:.3f}", sps=f"{rate:.1f}", wait=f"{share:.0%}")
             wait = busy = 0.0
             seen = 0
@@ -243,19 +241,41 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at
             if st.step < end:
                 loader = segment_loader(cfg, st.mcfg, st.step)  # a new segment, seeded on its own
     bar.close()
-    logf.close()
+    log.close()
     return {"steps": st.step, "first_loss": history[0] if history else None,
             "last_loss": float(np.mean(history[-10:])) if history else None,
             "checkpoint": os.path.join(cfg.out_dir, "checkpoint.pt"), "losses": history}
 
 
-def _open_log(cfg: TrainConfig, append: bool):
-    path = os.path.join(cfg.out_dir, "log.csv")
-    if not dist.is_main():
-        return open(os.devnull, "w"), csv.writer(open(os.devnull, "w"))
-    fresh = not (append and os.path.exists(path))
-    logf = open(path, "w" if fresh else "a", newline="")
-    writer = csv.writer(logf)
-    if fresh:
-        writer.writerow(["step", "loss", "audio_text", "audio_image", "image_text", "lr", "samples_per_s", "data_wait"])
-    return logf, writer
+COLUMNS = ["step", "loss", "audio_text", "audio_image", "image_text", "lr", "samples_per_s", "data_wait"]
+
+
+class RunLog:
+    """log.csv and TensorBoard event files (OUT/tb) with the same scalars; rank 0 only."""
+
+    def __init__(self, cfg: TrainConfig, append: bool):
+        self.active = dist.is_main()
+        if not self.active:
+            return
+        path = os.path.join(cfg.out_dir, "log.csv")
+        fresh = not (append and os.path.exists(path))
+        self.fh = open(path, "w" if fresh else "a", newline="")
+        self.csv = csv.writer(self.fh)
+        if fresh:
+            self.csv.writerow(COLUMNS)
+        from torch.utils.tensorboard import SummaryWriter
+        self.tb = SummaryWriter(os.path.join(cfg.out_dir, "tb"))
+
+    def write(self, values: list) -> None:
+        if not self.active:
+            return
+        self.csv.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in values])
+        self.fh.flush()
+        for name, v in zip(COLUMNS[1:], values[1:]):
+            if v == v:  # NaN: a pair that is switched off
+                self.tb.add_scalar(f"train/{name}", v, values[0])
+
+    def close(self) -> None:
+        if self.active:
+            self.fh.close()
+            self.tb.close()
