@@ -96,6 +96,7 @@ class HttpPolicy:
     backoff: float = 0.5
     max_body_bytes: int = 512 * 1024 * 1024
     rates: dict[str, float] = field(default_factory=dict)  # host -> requests/s; unknown hosts unlimited
+    offline: bool = False            # a rebuild: every request is refused, everything must come from caches
 
 
 def make_session(policy: HttpPolicy) -> requests.Session:
@@ -133,6 +134,8 @@ class HttpClient:
 
     def get(self, url: str, params: dict | None = None, expect: tuple[str, ...] = ()) -> requests.Response:
         """GET with the policy; raises FetchError with a reason code on final failure."""
+        if self.policy.offline:
+            raise FetchError("offline", f"not in the caches: {_safe(url)}")
         host = urlsplit(url).netloc
         bucket = self._bucket(host)
         if bucket:
@@ -215,4 +218,4 @@ def policy_from(http, sources=()) -> HttpPolicy:
                 rates[urlsplit(s.media_base_url).netloc] = s.requests_per_second
     return HttpPolicy(connect_timeout=http.connect_timeout, read_timeout=http.read_timeout, retries=http.retries,
                       body_retries=http.body_retries, backoff=http.backoff,
-                      max_body_bytes=int(http.max_body_mb * 1024 * 1024), rates=rates)
+                      max_body_bytes=int(http.max_body_mb * 1024 * 1024), rates=rates, offline=http.offline)

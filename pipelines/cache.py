@@ -8,6 +8,7 @@ download leaves nothing that looks finished.
 from __future__ import annotations
 
 import hashlib
+import json
 
 from bestiary.connectors.http import HttpClient
 from bestiary.pipelines import io
@@ -48,3 +49,18 @@ class MediaCache:
         body = client.get_bytes(url, expect=expect)
         self.put(url, body)
         return body
+
+
+def cached_json(client: HttpClient, root: str, url: str, params: dict | None = None):
+    """An API answer kept by a hash of its URL and parameters (never of a key: secrets are left out),
+    so a rebuild asks nothing twice and runs offline."""
+    safe = {k: v for k, v in sorted((params or {}).items()) if k.lower() not in SECRET_PARAMS}
+    path = io.join(root, hashlib.sha256(json.dumps([url, safe], sort_keys=True).encode()).hexdigest() + ".json")
+    if io.exists(path):
+        return json.loads(io.read_bytes(path))
+    body = client.get_json(url, params)
+    io.write_bytes(path, json.dumps(body, sort_keys=True).encode())
+    return body
+
+
+SECRET_PARAMS = {"key", "api_key", "apikey", "token", "access_token"}

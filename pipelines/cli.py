@@ -64,7 +64,7 @@ def cmd_serve_sample(a) -> int:
 def _run_build(a, only) -> int:
     from bestiary.pipelines.build import build
     cfg = load_config(a.config, _overrides(a.set))
-    stats = build(cfg, only=only, force=a.force)
+    stats = build(cfg, only=only, force=a.force, rebuild=getattr(a, "rebuild", False))
     if stats:
         acc = stats["accounting"]
         print(f"{stats['shard']['samples']} samples in {stats['shard']['shards']} shards -> {cfg.out}/shards; "
@@ -220,8 +220,10 @@ def parser() -> argparse.ArgumentParser:
     stage("caption", "write template captions (needs enrich)", ("caption",))
     stage("shard", "probe and dedupe media, plan splits, write WebDataset shards + manifest (needs caption)",
           ("shard",))
-    stage("build", "run every stage from one config: crawl, enrich, caption, shard",
-          ("crawl", "enrich", "caption", "shard"))
+    b = stage("build", "run every stage from one config: crawl, enrich, caption, shard",
+              ("crawl", "enrich", "caption", "shard"))
+    b.add_argument("--rebuild", action="store_true",
+                   help="every stage again from the kept raw pages and caches, offline: byte-identical output")
 
     v = sub.add_parser("verify", help="recheck every shard's sha256 and that every member decodes")
     v.add_argument("out", help="build output folder (holds shards/manifest.json)")

@@ -13,6 +13,8 @@ import apache_beam as beam
 
 from bestiary.connectors import gbif
 from bestiary.connectors.http import FetchError, HttpClient, policy_from
+from bestiary.pipelines import io
+from bestiary.pipelines.cache import cached_json
 from bestiary.schemas.config import BuildConfig
 from bestiary.schemas.records import TAXON_RANKS
 
@@ -38,14 +40,14 @@ def is_species_name(key: str | None) -> bool:
     return len(words) == 2 and all(re.fullmatch(r"[a-z][a-z\-]+", w) for w in words) and words[1] not in {"sp", "spp"}
 
 
-def resolve_gbif(client: HttpClient, base_url: str, key: str) -> dict | None:
+def resolve_gbif(client: HttpClient, base_url: str, key: str, cache: str) -> dict | None:
     url, params = gbif.match_request(base_url, key)
-    return gbif.parse_match(client.get_json(url, params))
+    return gbif.parse_match(cached_json(client, cache, url, params))
 
 
-def resolve_inat(client: HttpClient, base_url: str, key: str) -> dict | None:
+def resolve_inat(client: HttpClient, base_url: str, key: str, cache: str) -> dict | None:
     """iNaturalist's taxa search; the ancestors give the lineage."""
-    body = client.get_json(f"{base_url}/v1/taxa", {"q": key, "rank": "species", "is_active": "true"})
+    body = cached_json(client, cache, f"{base_url}/v1/taxa", {"q": key, "rank": "species", "is_active": "true"})
     hit = next((t for t in body.get("results", []) if str(t.get("name", "")).lower() == key), None)
     if hit is None:
         return None
@@ -66,6 +68,7 @@ class ResolveName(beam.DoFn):
         inat = [s for s in cfg.sources if s.name == "inaturalist"]
         self.inat_url = inat[0].base_url if inat else None
         self.policy = policy_from(cfg.http, cfg.sources)
+        self.cache = io.join(cfg.out, "cache", "taxonomy")
 
     def setup(self) -> None:
         self.client = HttpClient(self.policy)
@@ -78,9 +81,9 @@ class ResolveName(beam.DoFn):
             return
         try:
             if self.gbif_url:
-                hit, method = resolve_gbif(self.client, self.gbif_url, key), "gbif_match"
+                hit, method = resolve_gbif(self.client, self.gbif_url, key, self.cache), "gbif_match"
             elif self.inat_url:
-                hit, method = resolve_inat(self.client, self.inat_url, key), "inat_taxa"
+                hit, method = resolve_inat(self.client, self.inat_url, key, self.cache), "inat_taxa"
             else:
                 hit, method = None, "no_taxonomy_source"
         except FetchError as err:

@@ -77,6 +77,11 @@ def listdir(pattern: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+def delete(paths: list[str]) -> None:
+    if paths:
+        FileSystems.delete(paths)
+
+
 def basename(path: str) -> str:
     return posixpath.basename(path)
 

@@ -66,6 +66,7 @@ class HttpConfig(_Frozen):
     body_retries: int = Field(3, ge=0)
     backoff: float = Field(0.5, ge=0)
     max_body_mb: float = Field(512, gt=0)
+    offline: bool = False          # set by `build --rebuild`: nothing is fetched, caches only
 
 
 class TaxonomyConfig(_Frozen):
@@ -150,9 +151,10 @@ class BuildConfig(_Frozen):
     def fingerprint(self, *sections: str) -> str:
         """A short hash of the named sections (all that shape the output when none): stage outputs record it.
 
-        Where the output goes (`out`) and how it is run (`runner`) do not change it."""
+        Where the output goes (`out`), how it is run (`runner`) and fetched (`http`) do not change it."""
         data = self.model_dump(mode="json")
-        data = {s: data[s] for s in sections} if sections else {k: v for k, v in data.items() if k not in ("out", "runner")}
+        data = {s: data[s] for s in sections} if sections else {
+            k: v for k, v in data.items() if k not in ("out", "runner", "http")}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

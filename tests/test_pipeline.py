@@ -266,3 +266,19 @@ def test_gbif_mirrors_are_kept_once_and_gbif_only_records_kept(tiny_build):
             assert rejects[r["key"]]["reason"] == "mirror_of_crawled_record"
     only = [r for r in gbif if not r["mirror_of"]]
     assert only and all(r["key"] not in rejects for r in only)  # a sound archive GBIF alone publishes
+
+
+def test_rebuild_offline_from_raw_pages_and_caches_is_byte_identical(tiny_build, archive_server, tmp_path):
+    import shutil
+    cfg, stats = tiny_build
+    state, url = archive_server
+    copy = tmp_path / "copy"
+    shutil.copytree(cfg.out, copy)
+    with open(copy / "shards" / "manifest.json", "rb") as fh:
+        before = fh.read()
+    asked = sum(state.counts.values())
+    again = build(parse_config(tiny_config(url, str(copy))), rebuild=True)
+    assert sum(state.counts.values()) == asked  # not one request: pages, taxa and media all from the caches
+    with open(copy / "shards" / "manifest.json", "rb") as fh:
+        assert fh.read() == before  # every tar's sha256 and the manifest identical
+    assert again["accounting"] == stats["accounting"]
