@@ -150,6 +150,18 @@ def _with_taxon(row: dict, taxon: dict) -> dict:
     return out
 
 
+def _gate(row: dict, taxon: dict | None, originals: set[str], allow: list[str]) -> dict | None:
+    """The reject for a catalog row that may not become (part of) a sample, or None: the checks audio and
+    images share."""
+    if row.get("mirror_of") in originals:  # GBIF's copy of a record crawled from its archive
+        return reject(row["key"], "select", "mirror_of_crawled_record", row["mirror_of"])
+    if not license_allowed(row["license"], allow):
+        return reject(row["key"], "select", "license_not_allowed", row["license"])
+    if taxon is None:
+        return reject(row["key"], "enrich", "taxon_unresolved", row["scientific_name"] or "no name")
+    return None
+
+
 def select(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
     """Catalog rows that may become samples (licence allowed, species resolved), and rejects for the rest."""
     audio, images = _catalog(cfg)
@@ -160,28 +172,20 @@ def select(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
     originals = {r["key"] for r in audio + images} | {r["observation_id"] for r in audio + images}
     for row in audio:
         taxon = taxa.get(name_key(row["scientific_name"]))
-        if row.get("mirror_of") in originals:  # GBIF's copy of a record crawled from its archive
-            rejects.append(reject(row["key"], "select", "mirror_of_crawled_record", row["mirror_of"]))
-        elif not license_allowed(row["license"], cfg.licenses.allow):
-            rejects.append(reject(row["key"], "select", "license_not_allowed", row["license"]))
-        elif taxon is None:
-            rejects.append(reject(row["key"], "enrich", "taxon_unresolved", row["scientific_name"] or "no name"))
-        elif not row["media_url"]:
-            rejects.append(reject(row["key"], "select", "no_media_url", ""))
+        bad = _gate(row, taxon, originals, cfg.licenses.allow)
+        if bad is None and not row["media_url"]:
+            bad = reject(row["key"], "select", "no_media_url", "")
+        if bad:
+            rejects.append(bad)
         else:
             cap = caps[row["key"]]
             ok_audio.append({**_with_taxon(row, taxon), "caption": cap["default"], "captions": cap["captions"]})
     for row in images:
         taxon = taxa.get(name_key(row["scientific_name"]))
-        if row.get("mirror_of") in originals:
-            excluded["mirror_of_crawled_record"] += 1
-            rejects.append(reject(row["key"], "select", "mirror_of_crawled_record", row["mirror_of"]))
-        elif not license_allowed(row["license"], cfg.licenses.allow):
-            excluded["license_not_allowed"] += 1
-            rejects.append(reject(row["key"], "select", "license_not_allowed", row["license"]))
-        elif taxon is None:
-            excluded["taxon_unresolved"] += 1
-            rejects.append(reject(row["key"], "enrich", "taxon_unresolved", row["scientific_name"] or "no name"))
+        bad = _gate(row, taxon, originals, cfg.licenses.allow)
+        if bad:
+            excluded[bad["reason"]] += 1
+            rejects.append(bad)
         else:
             ok_images.append(_with_taxon(row, taxon))
     return ok_audio, ok_images, rejects, dict(excluded)
