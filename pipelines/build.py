@@ -67,14 +67,13 @@ def run_stage(cfg: BuildConfig, stage: str, fn: Callable[[BuildConfig], object],
 def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False, rebuild: bool = False) -> dict:
     """Run the stages (finished ones skipped unless `force`).  `rebuild`: every stage again from the kept raw
     pages and caches, with the network refused, so the output must come out byte-identical."""
+    configure_filesystems(cfg.runner)
     if rebuild:
         cfg = cfg.model_copy(update={"http": cfg.http.model_copy(update={"offline": True})})
         force = True
-        configure_filesystems(cfg.runner)
         io.delete(io.listdir(io.join(cfg.out, "shards", "*-[0-9]*.json")))  # every shard is written again
     else:
         preflight(cfg)
-    configure_filesystems(cfg.runner)
     ran = False
     for stage in STAGES:
         if stage in only:

@@ -122,7 +122,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _media(self, key: tuple[str, int], _unused=None) -> bool:
+    def _media(self, key: tuple[str, int]) -> bool:
         """Serve an override or a fault for this medium if a test set one; True when it did."""
         fault = self.state.media_faults.get(key)
         if fault:
@@ -218,7 +218,7 @@ class Handler(BaseHTTPRequestHandler):
                     "page": page, "numPages": pages, "recordings": [formats.xc_recording(r, base) for r in chunk]})
 
     def xc_download(self, st, base, q, rid) -> None:
-        if self._media(("xc", int(rid)), None):
+        if self._media(("xc", int(rid))):
             return
         got = st.audio("xc", int(rid))
         if got is None:
@@ -269,7 +269,7 @@ class Handler(BaseHTTPRequestHandler):
                     "results": [formats.inat_taxon(s, True) for s in hits[:30]]})
 
     def inat_sound(self, st, base, q, sid, ext) -> None:
-        if self._media(("inat", int(sid)), None):
+        if self._media(("inat", int(sid))):
             return
         got = st.audio("inat", int(sid))
         if got is None:
@@ -277,7 +277,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, got[0], got[1])
 
     def inat_photo(self, st, base, q, pid, size, ext) -> None:
-        if self._media(("inat", int(pid)), None):
+        if self._media(("inat", int(pid))):
             return
         body = st.image("inat", int(pid), formats.INAT_SIZES.get(size))
         if body is None:
@@ -303,7 +303,7 @@ class Handler(BaseHTTPRequestHandler):
                                 "content": [formats.ml_item(i) for i in chunk]}})
 
     def ml_image(self, st, base, q, aid, size) -> None:
-        if self._media(("ml", int(aid)), None):
+        if self._media(("ml", int(aid))):
             return
         body = st.image("ml", int(aid), int(size))
         if body is None:
@@ -311,7 +311,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, body, "image/jpeg")
 
     def ml_audio(self, st, base, q, aid) -> None:
-        if self._media(("ml", int(aid)), None):
+        if self._media(("ml", int(aid))):
             return
         got = st.audio("ml", int(aid))
         if got is None:

@@ -57,7 +57,7 @@ def taxon_retrieval(query: np.ndarray, query_taxa: list[str], cand: np.ndarray, 
 
 
 @torch.no_grad()
-def embed_split(model, tok, shards_dir: str, split: str, batch_size: int = 32, image_size: int = 64) -> dict:
+def embed_split(model, shards_dir: str, split: str, batch_size: int = 32, image_size: int = 64) -> dict:
     cfg = DataConfig(shards_dir, (split,), batch_size, 0, int(model.cfg.sample_rate * 10), image_size, train=False)
     out = {"audio": [], "image": [], "species": [], "meta": []}
     for batch in make_loader(cfg):
@@ -110,7 +110,7 @@ def evaluate(checkpoint: str, shards_dir: str, splits: dict[str, str] | None = N
     splits = splits or {"seen": "test", "unseen": "unseen"}
     report: dict = {"checkpoint": checkpoint, "step": state["step"], "zero_shot": {}, "retrieval": {}}
     for label, split in splits.items():
-        emb = embed_split(model, tok, shards_dir, split, image_size=image_size)
+        emb = embed_split(model, shards_dir, split, image_size=image_size)
         if not emb["species"]:
             continue
         report["zero_shot"][label] = {}
