@@ -25,6 +25,7 @@ from bestiary.pipelines.cache import MediaCache
 from bestiary.pipelines.plan import sample_key, task_fingerprint
 from bestiary.schemas.config import BuildConfig
 from bestiary.schemas.records import TAXON_RANKS, reject
+from bestiary.taxonomy.traits import TRAITS
 
 log = logging.getLogger(__name__)
 MEMBER_ORDER = ("flac", "jpg", "json", "txt")
@@ -39,6 +40,7 @@ def sample_json(rec: dict, clip, info, image_meta: dict, captions: list[dict], k
                   "common_name": rec.get("taxon_common_name"), "lineage": lineage,
                   "lineage_ids": {r: rec.get(f"{r}_id") for r in TAXON_RANKS},
                   "name_as_given": rec["scientific_name"], "resolution": rec.get("method")},
+        "traits": {t: (rec.get("traits") or {}).get(t) for t in TRAITS},  # None: the tables do not say
         "license": rec["license"], "license_url": rec.get("license_url"), "attribution": rec.get("attribution"),
         "recordist": rec.get("recordist"),
         "audio": {"offset_s": clip.offset_s, "seconds": clip.seconds, "sample_rate": rate,

@@ -20,12 +20,12 @@ from bestiary.pipelines import io
 from bestiary.pipelines.caption import CaptionWithLLM, caption_row
 from bestiary.pipelines.crawl import CrawlPartition, Normalize, partitions, pick_one
 from bestiary.pipelines.dedupe import PROBE_SCHEMA, ProbeMedia, dedupe_audio, dedupe_images
-from bestiary.pipelines.enrich import ResolveName, name_key
+from bestiary.pipelines.enrich import enrich, record_taxa, unresolved_reject  # noqa: F401 (enrich: a stage)
 from bestiary.pipelines.materialize import MaterializeShard
 from bestiary.pipelines.plan import plan_shards
 from bestiary.pipelines.runner import make_pipeline
 from bestiary.schemas.config import BuildConfig
-from bestiary.schemas.records import (CAPTION_SCHEMA, CATALOG_SCHEMA, REJECT_SCHEMA, TAXON_RANKS, TAXON_SCHEMA,
+from bestiary.schemas.records import (CAPTION_SCHEMA, CATALOG_SCHEMA, REJECT_SCHEMA, TAXON_RANKS,
                                       reject, to_table)
 
 log = logging.getLogger(__name__)
@@ -71,39 +71,6 @@ def _catalog(cfg: BuildConfig) -> tuple[list[dict], list[dict]]:
             io.read_rows(path(cfg, "catalog", "images.parquet")))
 
 
-def _names(rows: list[dict]) -> list[tuple[str, str | None]]:
-    """Unique name keys, each with its most frequent common name (ties: alphabetical)."""
-    commons: dict[str, Counter] = {}
-    for r in rows:
-        k = name_key(r["scientific_name"])
-        if k:
-            commons.setdefault(k, Counter())[r["common_name"] or ""] += 1
-    return [(k, min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] or None) for k, c in sorted(commons.items())]
-
-
-def _write_taxa(_, cfg: BuildConfig, taxa: list[dict]) -> None:
-    taxa = sorted(taxa, key=lambda t: t["name_key"])
-    io.write_table(path(cfg, "catalog", "taxa.parquet"), to_table(taxa, TAXON_SCHEMA))
-    methods = Counter(t["method"] for t in taxa)
-    io.write_json(path(cfg, "work", "stats-enrich.json"), {
-        "names": len(taxa), "by_method": dict(sorted(methods.items())),
-        "unresolved": sorted(t["name_key"] for t in taxa if t["method"] == "unresolved"),
-        "species": len({t["taxon_id"] for t in taxa if t["method"] != "unresolved"}),
-    })
-
-
-def enrich(cfg: BuildConfig) -> None:
-    audio, images = _catalog(cfg)
-    with make_pipeline(cfg.runner) as p:
-        taxa = (p | beam.Create(_names(audio + images)) | beam.Reshuffle()
-                | "resolve" >> beam.ParDo(ResolveName(cfg)))
-        p | "once" >> beam.Create([None]) | beam.Map(_write_taxa, cfg, beam.pvalue.AsList(taxa))
-
-
-def taxa_by_name(cfg: BuildConfig) -> dict[str, dict]:
-    return {t["name_key"]: t for t in io.read_rows(path(cfg, "catalog", "taxa.parquet")) if t["method"] != "unresolved"}
-
-
 def _write_captions(_, cfg: BuildConfig, rows: list[dict]) -> None:
     io.write_table(path(cfg, "catalog", "captions.parquet"),
                    to_table(sorted(rows, key=lambda r: r["key"]), CAPTION_SCHEMA))
@@ -129,8 +96,8 @@ def caption_cache_path(cfg: BuildConfig) -> str:
 
 def caption(cfg: BuildConfig) -> None:
     audio, _ = _catalog(cfg)
-    taxa = taxa_by_name(cfg)
-    pairs = [(r, taxa[name_key(r["scientific_name"])]) for r in audio if name_key(r["scientific_name"]) in taxa]
+    taxa, _ = record_taxa(cfg)
+    pairs = [(r, taxa[r["key"]]) for r in audio if r["key"] in taxa]
     with make_pipeline(cfg.runner) as p:
         kind = cfg.captions.default
         recs = p | beam.Create(pairs)
@@ -144,13 +111,13 @@ def caption(cfg: BuildConfig) -> None:
 
 def _with_taxon(row: dict, taxon: dict) -> dict:
     out = {**{k: v for k, v in row.items() if k != "raw"}, "taxon_id": taxon["taxon_id"], "accepted_name": taxon["accepted_name"],
-           "taxon_common_name": taxon.get("common_name"), "method": taxon["method"]}
+           "taxon_common_name": taxon.get("common_name"), "method": taxon["method"], "traits": taxon.get("traits") or {}}
     for r in TAXON_RANKS:
         out[r], out[f"{r}_id"] = taxon.get(r), taxon.get(f"{r}_id")
     return out
 
 
-def _gate(row: dict, taxon: dict | None, originals: set[str], allow: list[str]) -> dict | None:
+def _gate(row: dict, taxon: dict | None, res: dict | None, originals: set[str], allow: list[str]) -> dict | None:
     """The reject for a catalog row that may not become (part of) a sample, or None: the checks audio and
     images share."""
     if row.get("mirror_of") in originals:  # GBIF's copy of a record crawled from its archive
@@ -158,21 +125,21 @@ def _gate(row: dict, taxon: dict | None, originals: set[str], allow: list[str]) 
     if not license_allowed(row["license"], allow):
         return reject(row["key"], "select", "license_not_allowed", row["license"])
     if taxon is None:
-        return reject(row["key"], "enrich", "taxon_unresolved", row["scientific_name"] or "no name")
+        return unresolved_reject(row, res)
     return None
 
 
 def select(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
     """Catalog rows that may become samples (licence allowed, species resolved), and rejects for the rest."""
     audio, images = _catalog(cfg)
-    taxa = taxa_by_name(cfg)
+    taxa, resolutions = record_taxa(cfg)
     caps = {c["key"]: c for c in io.read_rows(path(cfg, "catalog", "captions.parquet"))}
     ok_audio, ok_images, rejects = [], [], []
     excluded = Counter()
     originals = {r["key"] for r in audio + images} | {r["observation_id"] for r in audio + images}
     for row in audio:
-        taxon = taxa.get(name_key(row["scientific_name"]))
-        bad = _gate(row, taxon, originals, cfg.licenses.allow)
+        taxon = taxa.get(row["key"])
+        bad = _gate(row, taxon, resolutions.get(row["key"]), originals, cfg.licenses.allow)
         if bad is None and not row["media_url"]:
             bad = reject(row["key"], "select", "no_media_url", "")
         if bad:
@@ -181,8 +148,8 @@ def select(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
             cap = caps[row["key"]]
             ok_audio.append({**_with_taxon(row, taxon), "caption": cap["default"], "captions": cap["captions"]})
     for row in images:
-        taxon = taxa.get(name_key(row["scientific_name"]))
-        bad = _gate(row, taxon, originals, cfg.licenses.allow)
+        taxon = taxa.get(row["key"])
+        bad = _gate(row, taxon, resolutions.get(row["key"]), originals, cfg.licenses.allow)
         if bad:
             excluded[bad["reason"]] += 1
             rejects.append(bad)

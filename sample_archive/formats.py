@@ -13,10 +13,10 @@ INAT_SIZES = {"square": 75, "small": 240, "medium": 500, "large": 1024, "origina
 
 
 def xc_recording(r: Recording, base: str) -> dict:
-    sp = r.species
-    gen, epithet = sp.name.split()
+    sp, given = r.species, r.given or {}
+    gen, epithet = given.get("name", sp.name).split()
     return {
-        "id": str(r.id), "gen": gen, "sp": epithet, "ssp": "", "grp": sp.group, "en": sp.common,
+        "id": str(r.id), "gen": gen, "sp": epithet, "ssp": given.get("ssp", ""), "grp": sp.group, "en": sp.common,
         "rec": r.recordist, "cnt": r.country, "loc": f"Site {r.id % 97}, {r.country}",
         "lat": f"{r.lat:.4f}", "lon": f"{r.lon:.4f}", "alt": str(100 + r.id % 900), "type": r.sound_type,
         "sex": "", "stage": "adult" if r.id % 3 else "", "method": "field recording",
@@ -96,6 +96,9 @@ def ml_item(item: Recording | Photo) -> dict:
         "catalogId": f"ML{item.id}", "assetId": item.id, "mediaType": "audio" if is_audio else "photo",
         "licenseType": None, "rating": 4.0 + (item.id % 10) / 10, "ratingCount": 1 + item.id % 7,
         "sciName": sp.name, "commonName": sp.common, "speciesCode": sp.code,
+        **{k: (getattr(item, "given", None) or {})[g] for k, g in (("sciName", "name"), ("commonName", "common"),
+                                                                   ("speciesCode", "code"))
+           if g in (getattr(item, "given", None) or {})},
         "userDisplayName": getattr(item, "recordist", "Macaulay Contributor"),
         "location": "Sapsucker Woods, Ithaca, New York, US", "latitude": 42.4794, "longitude": -76.4510,
         "obsDttm": getattr(item, "date", "2019-05-12"), "eBirdChecklistId": f"S{item.id // 7}",

@@ -65,6 +65,7 @@ class Recording:
     also: list[str] = field(default_factory=list)
     observation: int | None = None
     mirror_of: tuple[str, int, int] | None = None  # (archive, id, rate) of the recording this re-uploads
+    given: dict | None = None  # the archive's own naming when it differs: {"name", "common", "code", "ssp"}
 
 
 @dataclass
@@ -189,6 +190,7 @@ def build_archive(seed: int = 7, scale: float = 1.0, max_seconds: float | None =
     gbif_rng = _rng("gbif", seed)  # its own stream: the other archives stay as they were
     gbif_audio = [_recording("gbif", 700000 + 11 * i, sp, gbif_rng, ["http://creativecommons.org/licenses/by/4.0/legalcode"],
                              1.0, species) for i, sp in enumerate(species[::4])]
+    _name_as_archives_do(xc, ml_audio)
     for rec in xc + ml_audio + gbif_audio + [snd for o in inat for snd in o.sounds]:
         if max_seconds:
             rec.seconds = min(rec.seconds, max_seconds)
@@ -210,6 +212,33 @@ def _add_mirrors(xc: list[Recording], ml_audio: list[Recording], rng: np.random.
         ml_audio.append(Recording(**{**orig.__dict__, "archive": "ml", "id": next_id, "rate": rate, "license": None,
                                      "mirror_of": ("xc", orig.id, orig.rate), "also": []}))
         next_id += 7
+
+
+# Names as the archives really write them: older names (synonyms), subspecies, a misspelling, and eBird
+# codes for a spuh, a hybrid and a subspecies group.  Every one is real taxonomy (eBird/Clements v2025).
+SYNONYMS = {"Dryophytes versicolor": "Hyla versicolor", "Spinus spinus": "Carduelis spinus",
+            "Haemorhous mexicanus": "Carpodacus mexicanus"}
+MISSPELLED = {"Catharus guttatus": "Catharus guttatas"}
+EBIRD_EXTRA = [("chicka1", "Poecile sp.", "chickadee sp."),
+               ("x00195", "Poecile carolinensis x atricapillus", "Carolina x Black-capped Chickadee (hybrid)")]
+
+
+def _name_as_archives_do(xc: list[Recording], ml_audio: list[Recording]) -> None:
+    for r in xc:
+        if r.species.name in SYNONYMS and r.id % 2 == 0:
+            r.given = {"name": SYNONYMS[r.species.name]}
+        elif r.species.name == "Parus major" and r.id % 3 == 0:
+            r.given = {"ssp": "major"}
+        elif r.species.name in MISSPELLED and r.id % 2 == 0:
+            r.given = {"name": MISSPELLED[r.species.name]}
+    great = [r for r in ml_audio if r.species.name == "Parus major" and r.mirror_of is None]
+    if great:
+        great[0].given = {"name": "Parus major [major Group]", "common": "Great Tit (Great)", "code": "gretit3"}
+    chickadees = [r for r in ml_audio if r.species.name == "Poecile atricapillus"]
+    next_id = max(r.id for r in ml_audio) + 7
+    for i, (code, name, common) in enumerate(EBIRD_EXTRA if chickadees else []):
+        ml_audio.append(Recording(**{**chickadees[0].__dict__, "id": next_id + 7 * i, "mirror_of": None,
+                                     "given": {"name": name, "common": common, "code": code}}))
 
 
 # ---------------------------------------------------------------- sound

@@ -37,10 +37,10 @@ GENERA = {
 }
 # (scientific name, common name, eBird-style code or None)
 SPECIES = [
-    ("Parus major", "Great Tit", "greti1"),
-    ("Parus minor", "Japanese Tit", "japtit1"),
-    ("Cyanistes caeruleus", "Eurasian Blue Tit", "eurbtit1"),
-    ("Cyanistes cyanus", "Azure Tit", "azutit1"),
+    ("Parus major", "Great Tit", "gretit1"),
+    ("Parus monticolus", "Green-backed Tit", "grbtit1"),
+    ("Cyanistes caeruleus", "Eurasian Blue Tit", "blutit"),
+    ("Cyanistes cyanus", "Azure Tit", "azutit2"),
     ("Poecile atricapillus", "Black-capped Chickadee", "bkcchi"),
     ("Poecile carolinensis", "Carolina Chickadee", "carchi"),
     ("Poecile palustris", "Marsh Tit", "martit2"),

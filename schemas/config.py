@@ -69,8 +69,22 @@ class HttpConfig(_Frozen):
     offline: bool = False          # set by `build --rebuild`: nothing is fetched, caches only
 
 
+class TraitTableConfig(_Frozen):
+    path: str                              # the table (CSV/TSV), any Beam FileSystems path
+    mapping: str                           # a built-in mapping (avonet, eltontraits_birds, ...) or a YAML path
+
+
 class TaxonomyConfig(_Frozen):
-    gbif_base_url: str | None = None       # species/match for lineage; None: archives' own taxa
+    """Where names are resolved: a GBIF backbone dump (streamed), else GBIF's species match API, else the
+    archives' own taxa.  eBird and iNaturalist tables turn codes and ids into names first."""
+    backbone: str | None = None            # GBIF backbone Taxon.tsv
+    gbif_base_url: str | None = None       # species/match, when no backbone dump is given
+    ebird: str | None = None               # eBird/Clements taxonomy CSV (Macaulay species codes)
+    inat_taxa: str | None = None           # iNaturalist taxa.csv (open data or DwC-A)
+    kingdoms: list[str] = ["Animalia"]     # the kingdom guard: homonyms elsewhere never match
+    fuzzy_threshold: float = Field(90.0, ge=50, le=100)
+    backbone_parts: int = Field(8, ge=1)   # byte ranges per backbone pass (work units for Beam)
+    traits: list[TraitTableConfig] = []    # earlier tables win a conflict
 
 
 class MediaConfig(_Frozen):

@@ -49,15 +49,33 @@ REJECT_SCHEMA = pa.schema(REJECT_FIELDS)
 
 TAXON_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
-TAXON_FIELDS = [
-    ("name_key", pa.string()),       # normalised name as looked up
-    ("taxon_id", pa.string()),       # accepted taxon id (GBIF usage key or archive id)
+TAXON_FIELDS = [                     # one row per accepted species the catalog holds
+    ("taxon_id", pa.string()),       # accepted taxon id (GBIF usage key, or the archive's id without a backbone)
     ("accepted_name", pa.string()),
     ("rank", pa.string()),
-    ("method", pa.string()),         # how the name was resolved
     ("common_name", pa.string()),
-] + [(r, pa.string()) for r in TAXON_RANKS] + [(f"{r}_id", pa.string()) for r in TAXON_RANKS]
+] + [(r, pa.string()) for r in TAXON_RANKS] + [(f"{r}_id", pa.string()) for r in TAXON_RANKS] + [
+    ("ebird_codes", pa.list_(pa.string())),   # each archive's own ids for it
+    ("inat_ids", pa.list_(pa.string())),
+    ("names_seen", pa.list_(pa.string())),    # what the archives called it
+]
 TAXON_SCHEMA = pa.schema(TAXON_FIELDS)
+
+RESOLUTION_FIELDS = [                # one row per catalog record: how its name met a taxon
+    ("key", pa.string()),
+    ("source", pa.string()),
+    ("given_name", pa.string()),     # the scientific name as the archive gave it
+    ("given_id", pa.string()),       # the archive's taxon id or code
+    ("via", pa.string()),            # name | ebird_code | inat_id | common_name
+    ("lookup_name", pa.string()),    # what was looked up
+    ("method", pa.string()),         # exact | synonym | fuzzy | fuzzy_synonym | gbif_match | inat_taxa | unresolved
+    ("score", pa.float64()),         # fuzzy score (0-100)
+    ("matched_name", pa.string()),
+    ("taxon_id", pa.string()),
+    ("subspecies", pa.string()),
+    ("reason", pa.string()),         # why not, when unresolved
+]
+RESOLUTION_SCHEMA = pa.schema(RESOLUTION_FIELDS)
 
 CAPTION_FIELDS = [
     ("key", pa.string()),

@@ -2,6 +2,8 @@
 `datasets` features that load shards as they are (audio kept as bytes: no torchcodec)."""
 from __future__ import annotations
 
+from bestiary.taxonomy.traits import CATEGORIES, TRAITS
+
 MEMBERS = ("flac", "jpg", "json", "txt")
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
@@ -10,6 +12,7 @@ SAMPLE_JSON = {
     "key": "str", "source": "str", "source_id": "str", "record_key": "str", "observation_id": "str", "split": "str",
     "taxon": {"taxon_id": "str", "accepted_name": "str", "common_name": "str", "name_as_given": "str",
               "resolution": "str", "lineage": {r: "str" for r in RANKS}, "lineage_ids": {r: "str" for r in RANKS}},
+    "traits": {t: "str" if t in CATEGORIES else "bool" for t in TRAITS},   # null where no table says
     "license": "str", "license_url": "str", "attribution": "str", "recordist": "str",
     "audio": {"offset_s": "float", "seconds": "float", "sample_rate": "int", "original_sample_rate": "int",
               "original_channels": "int", "original_seconds": "float", "rms_dbfs": "float",

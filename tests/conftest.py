@@ -54,6 +54,15 @@ def archive_server():
     server.server_close()
 
 
+def sample_taxonomy() -> dict:
+    """The sample archive's backbone slice, eBird taxonomy and trait tables."""
+    from bestiary.sample_archive.taxonomy_data import DATA
+    return {"backbone": str(DATA / "Taxon.tsv"), "ebird": str(DATA / "ebird_taxonomy.csv"),
+            "traits": [{"path": str(DATA / "avonet.csv"), "mapping": "avonet"},
+                       {"path": str(DATA / "eltontraits_birds.txt"), "mapping": "eltontraits_birds"},
+                       {"path": str(DATA / "amphibio.csv"), "mapping": "amphibio"}]}
+
+
 def tiny_config(url: str, out: str, **extra) -> dict:
     """The owls (Strigidae) from all three archives and GBIF: 5 species, two of them unseen."""
     from bestiary.sample_archive.species import GBIF_KEYS
@@ -70,7 +79,7 @@ def tiny_config(url: str, out: str, **extra) -> dict:
             {"name": "gbif", "base_url": url, "per_page": 3,
              "queries": [{"mediaType": "Sound", "taxonKey": GBIF_KEYS["Strigidae"]}]},
         ],
-        "taxonomy": {"gbif_base_url": url},
+        "taxonomy": sample_taxonomy(),
         "media": {"max_clips_per_recording": 2, "image_size": 96},
         "shards": {"samples_per_shard": 16, "min_shards_per_split": 2},
     }

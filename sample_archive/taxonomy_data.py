@@ -1,0 +1,141 @@
+"""The sample archive's taxonomy and trait files, written to `sample_archive/data/` (committed).
+
+- `Taxon.tsv`: a GBIF-backbone-format slice: the sample species with their real
+  lineage, real synonyms (the older names EltonTraits and some archives still
+  use), a cross-kingdom homonym (Prunella, a plant genus and a bird genus).
+- `ebird_taxonomy.csv`, `avonet.csv`, `eltontraits_birds.txt`: the real rows for
+  the sample's birds, copied byte for byte from ../shared/fixtures (see README).
+- `amphibio.csv`: AmphiBIO-format rows for the sample's six frogs, written here
+  (no real AmphiBIO rows were at hand): plausible values, labelled synthetic.
+
+`python -m bestiary.sample_archive.taxonomy_data [FIXTURES]` rewrites them.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bestiary.sample_archive.species import FAMILIES, GBIF_KEYS, GENERA, all_species
+
+DATA = Path(__file__).parent / "data"
+COLUMNS = ["taxonID", "datasetID", "parentNameUsageID", "acceptedNameUsageID", "originalNameUsageID",
+           "scientificName", "scientificNameAuthorship", "canonicalName", "genericName", "specificEpithet",
+           "infraspecificEpithet", "taxonRank", "nameAccordingTo", "namePublishedIn", "taxonomicStatus",
+           "nomenclaturalStatus", "taxonRemarks", "kingdom", "phylum", "class", "order", "family", "genus"]
+BACKBONE_DATASET = "d7dddbf4-2cf0-4f39-9b2a-bb099caae36c"
+# older name -> accepted name (real synonymy)
+SYNONYMS = {
+    "Parus caeruleus": "Cyanistes caeruleus", "Parus cyanus": "Cyanistes cyanus",
+    "Parus atricapillus": "Poecile atricapillus", "Parus carolinensis": "Poecile carolinensis",
+    "Parus palustris": "Poecile palustris", "Parus ater": "Periparus ater",
+    "Carduelis spinus": "Spinus spinus", "Carduelis tristis": "Spinus tristis", "Carduelis pinus": "Spinus pinus",
+    "Carpodacus mexicanus": "Haemorhous mexicanus", "Carpodacus purpureus": "Haemorhous purpureus",
+    "Hyla versicolor": "Dryophytes versicolor", "Hyla chrysoscelis": "Dryophytes chrysoscelis",
+    "Hyla cinerea": "Dryophytes cinereus",
+}
+AUTHORS = {"Parus major": "Linnaeus, 1758", "Turdus merula": "Linnaeus, 1758", "Strix aluco": "Linnaeus, 1758",
+           "Bubo bubo": "(Linnaeus, 1758)", "Athene noctua": "(Scopoli, 1769)", "Fringilla coelebs": "Linnaeus, 1758",
+           "Hyla arborea": "(Linnaeus, 1758)", "Turdus migratorius": "Linnaeus, 1766"}
+# AmphiBIO columns this table fills (a subset of the real 38, same names)
+AMPHIBIO_COLUMNS = ["id", "Order", "Family", "Genus", "Species", "Fos", "Ter", "Aqu", "Arb", "Leaves", "Flowers",
+                    "Seeds", "Fruits", "Arthro", "Vert", "Diu", "Noc", "Crepu", "Body_mass_g"]
+FROG_TRAITS = {  # Ter, Aqu, Arb, Arthro, Noc, Diu, mass (g)
+    "Hyla arborea": (1, 1, 1, 1, 1, "NA", 7.0), "Dryophytes versicolor": (1, 1, 1, 1, 1, "NA", 8.0),
+    "Dryophytes chrysoscelis": (1, 1, 1, 1, 1, "NA", 7.5), "Dryophytes cinereus": ("NA", 1, 1, 1, 1, "NA", 5.0),
+    "Pseudacris crucifer": (1, 1, "NA", 1, 1, 1, 3.2), "Pseudacris regilla": (1, 1, "NA", 1, 1, 1, 4.0),
+}
+
+
+def _row(**kw) -> str:
+    return "\t".join(str(kw.get(c, "") or "") for c in COLUMNS)
+
+
+def backbone_lines() -> list[str]:
+    lines = ["\t".join(COLUMNS)]
+    higher = {"Animalia": ("kingdom", None), "Chordata": ("phylum", "Animalia")}
+    for fam, (klass, order, *_rest) in FAMILIES.items():
+        higher.setdefault(klass, ("class", "Chordata"))
+        higher.setdefault(order, ("order", klass))
+        higher[fam] = ("family", order)
+    for genus, (fam, *_r) in GENERA.items():
+        higher[genus] = ("genus", fam)
+    chain: dict[str, dict] = {}
+    for name, (rank, parent) in higher.items():
+        up = dict(chain.get(parent, {})) if parent else {}
+        up[rank] = name
+        chain[name] = up
+    for name, (rank, parent) in sorted(higher.items(), key=lambda kv: GBIF_KEYS[kv[0]]):
+        lines.append(_row(taxonID=GBIF_KEYS[name], datasetID=BACKBONE_DATASET, scientificName=name,
+                          parentNameUsageID=GBIF_KEYS[parent] if parent else "", canonicalName=name,
+                          genericName=name if rank == "genus" else "", taxonRank=rank, taxonomicStatus="accepted",
+                          **{k: v for k, v in chain[name].items()}))
+    species = all_species()
+    by_name = {s.name: s for s in species}
+    for sp in species:
+        lin = chain[sp.genus]
+        author = AUTHORS.get(sp.name, "")
+        lines.append(_row(taxonID=sp.gbif_key, datasetID=BACKBONE_DATASET, parentNameUsageID=GBIF_KEYS[sp.genus],
+                          scientificName=f"{sp.name} {author}".strip(), scientificNameAuthorship=author,
+                          canonicalName=sp.name, genericName=sp.genus, specificEpithet=sp.epithet, taxonRank="species",
+                          taxonomicStatus="accepted", **lin))
+        if sp.name == "Parus major":  # a subspecies row: trinomials resolve to their species
+            lines.append(_row(taxonID=7190001, datasetID=BACKBONE_DATASET, parentNameUsageID=sp.gbif_key,
+                              scientificName="Parus major major Linnaeus, 1758", canonicalName="Parus major major",
+                              genericName="Parus", specificEpithet="major", infraspecificEpithet="major",
+                              taxonRank="subspecies", taxonomicStatus="accepted", **lin))
+    for i, (old, new) in enumerate(sorted(SYNONYMS.items())):
+        sp = by_name[new]
+        g, e = old.split()
+        lines.append(_row(taxonID=8000000 + i, datasetID=BACKBONE_DATASET, parentNameUsageID=sp.gbif_key,
+                          acceptedNameUsageID=sp.gbif_key, scientificName=old, canonicalName=old, genericName=g,
+                          specificEpithet=e, taxonRank="species", taxonomicStatus="heterotypic synonym", **chain[sp.genus]))
+    # Prunella: a plant genus and a bird genus (a homonym across kingdoms; the guard keeps the animal)
+    plant = {"kingdom": "Plantae", "phylum": "Tracheophyta", "class": "Magnoliopsida", "order": "Lamiales",
+             "family": "Lamiaceae", "genus": "Prunella"}
+    lines.append(_row(taxonID=6, datasetID=BACKBONE_DATASET, scientificName="Plantae", canonicalName="Plantae",
+                      taxonRank="kingdom", taxonomicStatus="accepted", kingdom="Plantae"))
+    lines.append(_row(taxonID=3144185, datasetID=BACKBONE_DATASET, scientificName="Prunella L.", canonicalName="Prunella",
+                      genericName="Prunella", taxonRank="genus", taxonomicStatus="accepted", **plant))
+    lines.append(_row(taxonID=5341300, datasetID=BACKBONE_DATASET, parentNameUsageID=3144185,
+                      scientificName="Prunella vulgaris L.", canonicalName="Prunella vulgaris", genericName="Prunella",
+                      specificEpithet="vulgaris", taxonRank="species", taxonomicStatus="accepted", **plant))
+    return lines
+
+
+def amphibio_lines() -> list[str]:
+    lines = [",".join(AMPHIBIO_COLUMNS)]
+    for i, sp in enumerate(s for s in all_species() if s.klass == "Amphibia"):
+        ter, aqu, arb, arthro, noc, diu, mass = FROG_TRAITS[sp.name]
+        vals = {"id": f"Anf{i + 1:04d}", "Order": sp.order, "Family": sp.family, "Genus": sp.genus, "Species": sp.name,
+                "Fos": "NA", "Ter": ter, "Aqu": aqu, "Arb": arb, "Leaves": "NA", "Flowers": "NA", "Seeds": "NA",
+                "Fruits": "NA", "Arthro": arthro, "Vert": "NA", "Diu": diu, "Noc": noc, "Crepu": "NA", "Body_mass_g": mass}
+        lines.append(",".join(str(vals[c]) for c in AMPHIBIO_COLUMNS))
+    return lines
+
+
+def _copy_rows(src: Path, dst: Path, keep) -> None:
+    """Header + the rows `keep(line)` accepts, bytes as in the source (line ends included)."""
+    lines = src.read_bytes().split(b"\n")
+    lines = [ln + b"\n" for ln in lines[:-1]] + ([lines[-1]] if lines[-1] else [])  # EltonTraits ends rows in CR CR LF
+    dst.write_bytes(b"".join([lines[0]] + [ln for ln in lines[1:] if keep(ln.decode("utf-8", "replace"))]))
+
+
+def write(fixtures: Path | None = None) -> None:
+    DATA.mkdir(exist_ok=True)
+    (DATA / "Taxon.tsv").write_text("\n".join(backbone_lines()) + "\n")
+    (DATA / "amphibio.csv").write_text("\n".join(amphibio_lines()) + "\n")
+    if fixtures is None:
+        return
+    birds = [s for s in all_species() if s.klass == "Aves"]
+    names = {s.name for s in birds} | {old for old, new in SYNONYMS.items() if not old.startswith("Hyla")}
+    codes = {s.code for s in birds} | {"chicka1", "x00195", "gretit3"}
+    _copy_rows(fixtures / "taxonomy/ebird_taxonomy_v2025_7families.csv", DATA / "ebird_taxonomy.csv",
+               lambda ln: ln.split(",")[2] in codes)
+    _copy_rows(fixtures / "traits/avonet_birdlife_7families.csv", DATA / "avonet.csv",
+               lambda ln: ln.split(",")[1] in names)
+    _copy_rows(fixtures / "traits/eltontraits_BirdFuncDat_7families.txt", DATA / "eltontraits_birds.txt",
+               lambda ln: len(ln.split("\t")) > 7 and ln.split("\t")[7] in names)
+
+
+if __name__ == "__main__":
+    write(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

@@ -1,0 +1,192 @@
+"""GBIF backbone (`Taxon.tsv`): stream it against the names a catalog holds, then resolve those names.
+
+Two streaming passes, never the whole file in memory:
+1. rows whose canonical name is a wanted name, plus the species of the wanted
+   genera and epithets (the candidates a misspelled name is fuzzy-matched to);
+2. the accepted rows those synonyms point to, and the higher taxa (genus to
+   kingdom) of every matched row, for lineage ids.
+`Backbone` indexes the few rows found; `resolve_name` is a pure function over it.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from rapidfuzz import fuzz, process
+
+from bestiary.schemas.records import TAXON_RANKS
+from bestiary.taxonomy import tables
+from bestiary.taxonomy.names import ParsedName
+
+COLUMNS = ["taxonID", "acceptedNameUsageID", "parentNameUsageID", "scientificName", "canonicalName",
+           "genericName", "specificEpithet", "taxonRank", "taxonomicStatus",
+           "kingdom", "phylum", "class", "order", "family", "genus"]
+HIGHER = ("kingdom", "phylum", "class", "order", "family", "genus")
+
+
+@dataclass
+class Wanted:
+    """What a pass looks for; plain sets so Beam can pickle it into a side input."""
+    keys: set[str] = field(default_factory=set)         # lower-case canonical species names
+    genera: set[str] = field(default_factory=set)       # fuzzy candidates: species of these genera ...
+    epithets: set[str] = field(default_factory=set)     # ... or with these epithets
+    ids: set[str] = field(default_factory=set)          # taxonIDs (accepted usages of synonyms)
+    higher: set[str] = field(default_factory=set)       # names of higher taxa, for lineage ids
+
+    @classmethod
+    def for_names(cls, names: list[ParsedName]) -> "Wanted":
+        sp = [n for n in names if n.kind == "species"]
+        return cls(keys={n.key for n in sp}, genera={n.genus for n in sp}, epithets={n.epithet for n in sp})
+
+
+def predicate(want: Wanted):
+    """A vectorised row filter for `tables.scan`."""
+    keys, ids = pa.array(sorted(want.keys), pa.string()), pa.array(sorted(want.ids), pa.string())
+    genera, epithets = pa.array(sorted(want.genera), pa.string()), pa.array(sorted(want.epithets), pa.string())
+    higher = pa.array(sorted(want.higher), pa.string())
+
+    def mask(t: pa.Table) -> pa.Array:
+        rank = pc.utf8_lower(t["taxonRank"])
+        species = pc.equal(rank, "species")
+        m = pc.is_in(pc.utf8_lower(t["canonicalName"]), value_set=keys)
+        m = pc.or_(m, pc.is_in(t["taxonID"], value_set=ids))
+        block = pc.or_(pc.is_in(t["genericName"], value_set=genera), pc.is_in(t["specificEpithet"], value_set=epithets))
+        m = pc.or_(m, pc.and_(species, block))
+        m = pc.or_(m, pc.and_(pc.invert(species), pc.is_in(t["canonicalName"], value_set=higher)))
+        return pc.fill_null(m, False)
+    return mask
+
+
+def scan_rows(path: str, want: Wanted, start: int = 0, end: int | None = None, counts: dict | None = None) -> list[dict]:
+    rows: list[dict] = []
+    for t in tables.scan(path, predicate(want), COLUMNS, start, end, counts=counts):
+        rows.extend(t.to_pylist())
+    return rows
+
+
+def _status(row: dict) -> str:
+    s = (row.get("taxonomicStatus") or "").lower()
+    return "synonym" if "synonym" in s else s  # heterotypic / homotypic / proparte synonym
+
+
+@dataclass(frozen=True)
+class Match:
+    """How one looked-up name ended: an accepted species, or a reason it did not."""
+    taxon_id: str | None
+    method: str                  # exact | synonym | fuzzy | fuzzy_synonym | unresolved
+    score: float | None = None
+    matched_name: str | None = None
+    reason: str | None = None
+
+
+class Backbone:
+    """An index over the backbone rows one build needs."""
+
+    def __init__(self, rows: list[dict]):
+        self.by_id: dict[str, dict] = {}
+        self.by_key: dict[str, list[dict]] = defaultdict(list)
+        self.higher: dict[tuple[str, str, str], str] = {}  # (kingdom, rank, name) -> accepted id
+        self.by_word: dict[str, set[str]] = defaultdict(set)  # genus or epithet -> species keys (fuzzy blocks)
+        for r in rows:
+            if r["taxonID"] in self.by_id:
+                continue  # both passes may return a row
+            self.by_id[r["taxonID"]] = r
+            rank = (r.get("taxonRank") or "").lower()
+            if rank == "species":
+                key = (r.get("canonicalName") or "").lower()
+                self.by_key[key].append(r)
+                words = key.split()
+                if len(words) == 2:
+                    self.by_word["g:" + words[0]].add(key)
+                    self.by_word["e:" + words[1]].add(key)
+            elif rank in HIGHER and _status(r) == "accepted":
+                self.higher[(r.get("kingdom") or "", rank, r.get("canonicalName") or "")] = r["taxonID"]
+
+    def lineage(self, taxon_id: str) -> dict:
+        """Names and ids from kingdom to species of an accepted species."""
+        row = self.by_id[taxon_id]
+        out = {r: row.get(r) or None for r in HIGHER}
+        out["species"] = row.get("canonicalName")
+        for r in HIGHER:
+            out[f"{r}_id"] = self.higher.get((row.get("kingdom") or "", r, out[r] or ""))
+        out["species_id"] = taxon_id
+        return out
+
+    def _accepted(self, rows: list[dict]) -> tuple[set[str], bool]:
+        """Accepted ids the rows stand for, and whether any came through a synonym."""
+        acc = {r["taxonID"] for r in rows if _status(r) == "accepted"}
+        if acc:
+            return acc, False
+        syn = {r.get("acceptedNameUsageID") for r in rows if _status(r) == "synonym" and r.get("acceptedNameUsageID")}
+        if syn:
+            return syn, True
+        return {r["taxonID"] for r in rows if _status(r) == "doubtful"}, False
+
+    def resolve(self, name: ParsedName, kingdoms: tuple[str, ...] = ("Animalia",), threshold: float | None = 90.0) -> Match:
+        """`threshold` None: exact names and synonyms only."""
+        if name.kind != "species":
+            return Match(None, "unresolved", reason=name.kind)
+        rows = self.by_key.get(name.key, [])
+        ours = [r for r in rows if r.get("kingdom") in kingdoms]
+        if rows and not ours:  # a homonym in another kingdom is not our animal
+            return Match(None, "unresolved", matched_name=rows[0]["canonicalName"],
+                         reason=f"other_kingdom:{rows[0].get('kingdom')}")
+        method, score, matched = "exact", None, name.canonical
+        if not ours and threshold is None:
+            return Match(None, "unresolved", reason="no_match")
+        if not ours:
+            hit = self._fuzzy(name, kingdoms, threshold)
+            if isinstance(hit, Match):
+                return hit
+            matched, score, ours = hit
+            method = "fuzzy"
+        ids, via_synonym = self._accepted(ours)
+        ids = {i for i in ids if i in self.by_id}
+        if len(ids) != 1:
+            return Match(None, "unresolved", score, matched,
+                         reason="ambiguous" if ids else "accepted_usage_missing")
+        if via_synonym:
+            method = "synonym" if method == "exact" else "fuzzy_synonym"
+        return Match(ids.pop(), method, score, matched)
+
+    def _fuzzy(self, name: ParsedName, kingdoms: tuple[str, ...], threshold: float):
+        block = self.by_word.get("g:" + name.genus.lower(), set()) | self.by_word.get("e:" + name.epithet, set())
+        choices = {k: self.by_key[k] for k in sorted(block) if any(r.get("kingdom") in kingdoms for r in self.by_key[k])}
+        best = process.extract(name.key, list(choices), scorer=fuzz.ratio, score_cutoff=threshold, limit=2)
+        if not best:
+            return Match(None, "unresolved", reason="no_match")
+        if len(best) == 2 and best[1][1] == best[0][1]:
+            return Match(None, "unresolved", best[0][1], best[0][0], reason="fuzzy_ambiguous")
+        key, score, _ = best[0]
+        rows = [r for r in choices[key] if r.get("kingdom") in kingdoms]
+        return rows[0]["canonicalName"], round(float(score), 1), rows
+
+
+def second_pass(rows: list[dict], names: list[ParsedName], kingdoms: tuple[str, ...], threshold: float) -> Wanted:
+    """After pass 1: the accepted usages and higher taxa the matches need."""
+    bb = Backbone(rows)
+    want = Wanted()
+    for n in names:
+        m = bb.resolve(n, kingdoms, threshold)
+        hit_rows = bb.by_key.get((m.matched_name or "").lower(), [])
+        for r in hit_rows:
+            if r.get("acceptedNameUsageID"):
+                want.ids.add(r["acceptedNameUsageID"])
+            want.higher.update(r[h] for h in HIGHER if r.get(h))
+        if m.taxon_id is None and m.reason == "accepted_usage_missing":
+            want.ids.update(r.get("acceptedNameUsageID") for r in hit_rows if r.get("acceptedNameUsageID"))
+    return want
+
+
+def resolve_all(path: str, names: list[ParsedName], kingdoms: tuple[str, ...] = ("Animalia",),
+                threshold: float = 90.0, counts: dict | None = None) -> tuple[Backbone, dict[str, Match]]:
+    """Both passes in this process (the Beam stage runs them as ranges over workers)."""
+    rows = scan_rows(path, Wanted.for_names(names), counts=counts)
+    rows += scan_rows(path, second_pass(rows, names, kingdoms, threshold))
+    bb = Backbone(rows)
+    return bb, {n.key: bb.resolve(n, kingdoms, threshold) for n in names if n.key}
+
+
+TAXON_COLUMNS = ("taxon_id", "accepted_name", "rank", *TAXON_RANKS, *(f"{r}_id" for r in TAXON_RANKS))
