@@ -46,8 +46,8 @@ def trait_sentence(traits: dict) -> str | None:
     lead = " ".join(str(traits[k]).lower() for k in ("activity", "social") if traits.get(k))
     diet = traits.get("diet")
     if lead or diet:
-        noun = f"{str(diet).lower()} feeder" if diet else "species"
-        parts.append(f"a {lead + ' ' if lead else ''}{noun}")
+        phrase = f"{lead + ' ' if lead else ''}{str(diet).lower() if diet else 'species'}"
+        parts.append(f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}")
     habitats = _flags(traits, HABITATS)
     if habitats:
         parts.append(f"found in {_join(habitats)} habitats")

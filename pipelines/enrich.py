@@ -114,7 +114,7 @@ def backbone_rows(cfg: BuildConfig, names: list, extra_keys: set[str]) -> list[d
     """Both streaming passes on Beam; only the few matching rows come back to the driver."""
     t = cfg.taxonomy
     kingdoms, threshold = tuple(t.kingdoms), t.fuzzy_threshold
-    want1 = bb.Wanted.for_names(names)
+    want1 = bb.Wanted.for_names(names, kingdoms)
     want1.keys |= extra_keys
     out = path(cfg, "work", "backbone-rows.parquet")
     ranges = tables.byte_ranges(t.backbone, t.backbone_parts)

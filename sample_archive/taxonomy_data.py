@@ -139,3 +139,78 @@ def write(fixtures: Path | None = None) -> None:
 
 if __name__ == "__main__":
     write(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
+
+
+# ---------------------------------------------------------------- a backbone of a million rows, for scale tests
+
+_SYLLABLES = ["ba", "ce", "di", "fo", "gu", "ha", "ke", "li", "mo", "nu", "pa", "re", "si", "to", "vu", "xa",
+              "ze", "cho", "pla", "tri", "ster", "gon", "phy", "rhi", "lo", "mi", "na", "or", "ul", "en"]
+# real rows from GBIF answers (../shared/fixtures/gbif): the American toad and its synonyms, and a real
+# species-level homonym across kingdoms (Orestias elegans: a killifish and an orchid)
+REAL_ROWS = [
+    dict(taxonID=2422872, canonicalName="Anaxyrus americanus", scientificName="Anaxyrus americanus (Holbrook, 1836)",
+         genericName="Anaxyrus", specificEpithet="americanus", taxonRank="species", taxonomicStatus="accepted",
+         kingdom="Animalia", phylum="Chordata", **{"class": "Amphibia"}, order="Anura", family="Bufonidae", genus="Anaxyrus"),
+    dict(taxonID=5217021, acceptedNameUsageID=2422872, canonicalName="Bufo americanus",
+         scientificName="Bufo americanus Holbrook, 1836", genericName="Bufo", specificEpithet="americanus",
+         taxonRank="species", taxonomicStatus="synonym", kingdom="Animalia", phylum="Chordata", **{"class": "Amphibia"},
+         order="Anura", family="Bufonidae", genus="Anaxyrus"),
+    dict(taxonID=2422857, canonicalName="Anaxyrus", scientificName="Anaxyrus Tschudi, 1845", taxonRank="genus",
+         taxonomicStatus="accepted", kingdom="Animalia", phylum="Chordata", **{"class": "Amphibia"}, order="Anura",
+         family="Bufonidae", genus="Anaxyrus"),
+    dict(taxonID=6727, canonicalName="Bufonidae", taxonRank="family", taxonomicStatus="accepted", kingdom="Animalia",
+         phylum="Chordata", **{"class": "Amphibia"}, order="Anura", family="Bufonidae"),
+    dict(taxonID=952, canonicalName="Anura", taxonRank="order", taxonomicStatus="accepted", kingdom="Animalia",
+         phylum="Chordata", **{"class": "Amphibia"}, order="Anura"),
+    dict(taxonID=2347046, canonicalName="Orestias elegans", scientificName="Orestias elegans Garman, 1895",
+         genericName="Orestias", specificEpithet="elegans", taxonRank="species", taxonomicStatus="accepted",
+         kingdom="Animalia", phylum="Chordata", **{"class": "Actinopterygii"}, order="Cyprinodontiformes",
+         family="Cyprinodontidae", genus="Orestias"),
+    dict(taxonID=2801263, canonicalName="Orestias elegans", scientificName="Orestias elegans Ridl.",
+         genericName="Orestias", specificEpithet="elegans", taxonRank="species", taxonomicStatus="accepted",
+         kingdom="Plantae", phylum="Tracheophyta", **{"class": "Liliopsida"}, order="Asparagales",
+         family="Orchidaceae", genus="Orestias"),
+    dict(taxonID=2480728, canonicalName="Gyps rueppelli", scientificName="Gyps rueppelli (Brehm, 1852)",
+         genericName="Gyps", specificEpithet="rueppelli", taxonRank="species", taxonomicStatus="accepted",
+         kingdom="Animalia", phylum="Chordata", **{"class": "Aves"}, order="Accipitriformes", family="Accipitridae",
+         genus="Gyps"),
+]
+
+
+def write_big_backbone(path: str | Path, rows: int = 1_000_000, seed: int = 0) -> int:
+    """The sample slice and the real rows above, among `rows` generated name usages (animals, plants and
+    fungi; a tenth synonyms) in the dump's format.  Returns the number of rows written."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    syl = np.array(_SYLLABLES)
+    n_genera = max(1, rows // 20)
+    genera = ["".join(syl[rng.integers(0, len(syl), 3)]).capitalize() + "us" for _ in range(n_genera)]
+    kingdoms = np.array(["Animalia", "Plantae", "Fungi"])
+    written = 0
+    with open(path, "w") as fh:
+        lines = backbone_lines()
+        fh.write("\n".join(lines) + "\n")
+        for r in REAL_ROWS:
+            fh.write(_row(datasetID=BACKBONE_DATASET, **r) + "\n")
+        written = len(lines) - 1 + len(REAL_ROWS)
+        base = 20_000_000
+        for start in range(0, rows - written, 50_000):
+            n = min(50_000, rows - written - start)
+            g = rng.integers(0, n_genera, n)
+            ep = ["".join(p) for p in syl[rng.integers(0, len(syl), (n, 3))]]
+            kd = kingdoms[rng.integers(0, 3, n)]
+            syn = rng.random(n) < 0.1
+            out = []
+            for i in range(n):
+                tid = base + start + i
+                genus = genera[g[i]]
+                acc = tid - 1 if syn[i] and i > 0 else ""
+                out.append(_row(taxonID=tid, datasetID=BACKBONE_DATASET, parentNameUsageID=base - 1 - g[i],
+                                acceptedNameUsageID=acc, scientificName=f"{genus} {ep[i]} Auct., 1900",
+                                canonicalName=f"{genus} {ep[i]}", genericName=genus, specificEpithet=ep[i],
+                                taxonRank="species", taxonomicStatus="synonym" if acc else "accepted",
+                                kingdom=kd[i], genus=genus))
+            fh.write("\n".join(out) + "\n")
+        written = rows
+    return written

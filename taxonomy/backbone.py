@@ -34,11 +34,13 @@ class Wanted:
     epithets: set[str] = field(default_factory=set)     # ... or with these epithets
     ids: set[str] = field(default_factory=set)          # taxonIDs (accepted usages of synonyms)
     higher: set[str] = field(default_factory=set)       # names of higher taxa, for lineage ids
+    kingdoms: tuple[str, ...] = ("Animalia",)           # fuzzy candidates come from these only
 
     @classmethod
-    def for_names(cls, names: list[ParsedName]) -> "Wanted":
+    def for_names(cls, names: list[ParsedName], kingdoms: tuple[str, ...] = ("Animalia",)) -> "Wanted":
         sp = [n for n in names if n.kind == "species"]
-        return cls(keys={n.key for n in sp}, genera={n.genus for n in sp}, epithets={n.epithet for n in sp})
+        return cls(keys={n.key for n in sp}, genera={n.genus for n in sp}, epithets={n.epithet for n in sp},
+                   kingdoms=tuple(kingdoms))
 
 
 def predicate(want: Wanted):
@@ -46,6 +48,7 @@ def predicate(want: Wanted):
     keys, ids = pa.array(sorted(want.keys), pa.string()), pa.array(sorted(want.ids), pa.string())
     genera, epithets = pa.array(sorted(want.genera), pa.string()), pa.array(sorted(want.epithets), pa.string())
     higher = pa.array(sorted(want.higher), pa.string())
+    kingdoms = pa.array(sorted(want.kingdoms), pa.string())
 
     def mask(t: pa.Table) -> pa.Array:
         rank = pc.utf8_lower(t["taxonRank"])
@@ -53,7 +56,7 @@ def predicate(want: Wanted):
         m = pc.is_in(pc.utf8_lower(t["canonicalName"]), value_set=keys)
         m = pc.or_(m, pc.is_in(t["taxonID"], value_set=ids))
         block = pc.or_(pc.is_in(t["genericName"], value_set=genera), pc.is_in(t["specificEpithet"], value_set=epithets))
-        m = pc.or_(m, pc.and_(species, block))
+        m = pc.or_(m, pc.and_(pc.and_(species, block), pc.is_in(t["kingdom"], value_set=kingdoms)))
         m = pc.or_(m, pc.and_(pc.invert(species), pc.is_in(t["canonicalName"], value_set=higher)))
         return pc.fill_null(m, False)
     return mask
@@ -88,19 +91,29 @@ class Backbone:
         self.by_id: dict[str, dict] = {}
         self.by_key: dict[str, list[dict]] = defaultdict(list)
         self.higher: dict[tuple[str, str, str], str] = {}  # (kingdom, rank, name) -> accepted id
-        self.by_word: dict[str, set[str]] = defaultdict(set)  # genus or epithet -> species keys (fuzzy blocks)
+        self._by_word: dict[str, set[str]] | None = None    # genus or epithet -> species keys, built when needed
+        self.add(rows)
+
+    @property
+    def by_word(self) -> dict[str, set[str]]:
+        if self._by_word is None:
+            self._by_word = defaultdict(set)
+            for key in self.by_key:
+                words = key.split()
+                if len(words) == 2:
+                    self._by_word["g:" + words[0]].add(key)
+                    self._by_word["e:" + words[1]].add(key)
+        return self._by_word
+
+    def add(self, rows: list[dict]) -> None:
+        self._by_word = None
         for r in rows:
             if r["taxonID"] in self.by_id:
                 continue  # both passes may return a row
             self.by_id[r["taxonID"]] = r
             rank = (r.get("taxonRank") or "").lower()
             if rank == "species":
-                key = (r.get("canonicalName") or "").lower()
-                self.by_key[key].append(r)
-                words = key.split()
-                if len(words) == 2:
-                    self.by_word["g:" + words[0]].add(key)
-                    self.by_word["e:" + words[1]].add(key)
+                self.by_key[(r.get("canonicalName") or "").lower()].append(r)
             elif rank in HIGHER and _status(r) == "accepted":
                 self.higher[(r.get("kingdom") or "", rank, r.get("canonicalName") or "")] = r["taxonID"]
 
@@ -164,9 +177,10 @@ class Backbone:
         return rows[0]["canonicalName"], round(float(score), 1), rows
 
 
-def second_pass(rows: list[dict], names: list[ParsedName], kingdoms: tuple[str, ...], threshold: float) -> Wanted:
+def second_pass(rows: list[dict] | Backbone, names: list[ParsedName], kingdoms: tuple[str, ...],
+                threshold: float | None) -> Wanted:
     """After pass 1: the accepted usages and higher taxa the matches need."""
-    bb = Backbone(rows)
+    bb = rows if isinstance(rows, Backbone) else Backbone(rows)
     want = Wanted()
     for n in names:
         m = bb.resolve(n, kingdoms, threshold)
@@ -181,11 +195,10 @@ def second_pass(rows: list[dict], names: list[ParsedName], kingdoms: tuple[str, 
 
 
 def resolve_all(path: str, names: list[ParsedName], kingdoms: tuple[str, ...] = ("Animalia",),
-                threshold: float = 90.0, counts: dict | None = None) -> tuple[Backbone, dict[str, Match]]:
+                threshold: float | None = 90.0, counts: dict | None = None) -> tuple[Backbone, dict[str, Match]]:
     """Both passes in this process (the Beam stage runs them as ranges over workers)."""
-    rows = scan_rows(path, Wanted.for_names(names), counts=counts)
-    rows += scan_rows(path, second_pass(rows, names, kingdoms, threshold))
-    bb = Backbone(rows)
+    bb = Backbone(scan_rows(path, Wanted.for_names(names, kingdoms), counts=counts))
+    bb.add(scan_rows(path, second_pass(bb, names, kingdoms, threshold)))
     return bb, {n.key: bb.resolve(n, kingdoms, threshold) for n in names if n.key}
 
 

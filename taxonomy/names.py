@@ -53,12 +53,16 @@ def parse_name(raw: str | None) -> ParsedName:
     if raw is None or not str(raw).strip():
         return ParsedName("empty")
     text = fold(str(raw)).strip()
-    if "/" in text:
-        return ParsedName("slash", genus=text.split()[0].capitalize())
     words = text.split()
-    lower = [w.lower() for w in words]
-    if "x" in lower[1:] or "hybrid" in lower or "(hybrid)" in lower:
-        return ParsedName("hybrid", genus=words[0].capitalize())
+    lower = [w.lower().strip("()") for w in words]
+    first = words[0].split("/")[0].capitalize()
+    # the order matters on real eBird rows: 'A b x C d/e' is a hybrid, 'A/B sp.' and 'Anatidae (goose sp.)' spuhs
+    if "x" in lower[1:] or "hybrid" in lower:
+        return ParsedName("hybrid", genus=first)
+    if any(w in _SPUH for w in lower[1:]):
+        return ParsedName("spuh", genus=first)
+    if "/" in text:
+        return ParsedName("slash", genus=first)
     genus = words[0]
     if genus.islower() and _EPITHET.fullmatch(genus):
         genus = genus.capitalize()  # 'parus major': archives lower-case names too
@@ -67,8 +71,6 @@ def parse_name(raw: str | None) -> ParsedName:
     if len(words) == 1:
         return ParsedName("genus", genus=genus)
     second = lower[1]
-    if second in _SPUH:
-        return ParsedName("spuh", genus=genus)
     if second in _UNCERTAIN:
         return ParsedName("uncertain", genus=genus)
     if second.startswith("(") and _GENUS.fullmatch(words[1].strip("()")):  # a subgenus: 'Parus (Parus) major'

@@ -51,12 +51,13 @@ def test_templates_five_kinds_deterministic_by_key():
 def test_trait_sentences_use_only_known_traits():
     from bestiary.captioning.templates import trait_sentence
     fields = fields_for("Strix aluco", "Tawny Owl", TAXON)
-    traits = {"activity": "Nocturnal", "diet": "Vertebrate", "forest": True, "urban": True, "grassland": None,
+    traits = {"activity": "nocturnal", "diet": "carnivore", "forest": True, "urban": True, "grassland": None,
               "aerial": True, "migratory": False, "predator": True}
     s = trait_sentence(traits)
-    assert s == ("a nocturnal vertebrate feeder, found in forest and urban habitats, aerial in its movement, "
+    assert s == ("a nocturnal carnivore, found in forest and urban habitats, aerial in its movement, "
                  "not migratory, a predator")
     assert trait_sentence({"forest": None, "migratory": None}) is None  # missing stays missing
+    assert trait_sentence({"diet": "insectivore"}) == "an insectivore"
     caps = all_captions(fields, "k", traits)
     assert caps[-1]["kind"] == "traits" and "Tawny Owl" in caps[-1]["text"]
     assert [c["kind"] for c in all_captions(fields, "k", {})] == list(KINDS)

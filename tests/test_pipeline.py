@@ -9,6 +9,8 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
+from bestiary.captioning.templates import KINDS
+
 from bestiary.media.audio import read_clip
 from bestiary.pipelines.build import STAGES, build, stage_done
 from bestiary.pipelines.verify import verify
@@ -62,7 +64,7 @@ def test_shards_have_four_parts_and_read_back_with_webdataset(tiny_build):
         assert meta["key"] == sample["__key__"] and meta["license"] != "unknown" and meta["attribution"]
         assert meta["taxon"]["lineage"]["family"] == "Strigidae" and meta["taxon"]["lineage_ids"]["species"]
         assert sample["txt"].decode() in [c["text"] for c in meta["captions"]]
-        assert len(meta["captions"]) == 5 and meta["image"]["pairing"] in ("same_observation", "same_species")
+        assert [c["kind"] for c in meta["captions"]] == [*KINDS, "traits"] and meta["image"]["pairing"] in ("same_observation", "same_species")
         n += 1
     assert n == stats["shard"]["samples"] == sum(s["samples"] for s in manifest["shards"])
     with open(os.path.join(cfg.out, "shards", "sizes.json")) as fh:
