@@ -53,7 +53,33 @@ def _plots(cfg: BuildConfig, audio: list[dict], manifest: dict, stats: dict) -> 
     ax.set(title="Recording locations", xlabel="longitude", ylabel="latitude", xlim=(-180, 180), ylim=(-90, 90))
     ax.grid(alpha=0.3)
     save(fig, "locations.png")
+    coverage = stats.get("enrich", {}).get("trait_coverage") or {}
+    if coverage:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        ax.barh(list(coverage), [100 * v for v in coverage.values()], color="#7b5ea7")
+        ax.set(title="Trait coverage (share of species with a value)", xlabel="% of species", xlim=(0, 100))
+        ax.invert_yaxis()
+        save(fig, "trait_coverage.png")
     return made
+
+
+def _taxonomy(enrich: dict) -> str:
+    """Records by resolution method, unresolved names, trait coverage and conflicts."""
+    parts = [f"{enrich.get('records', 0)} catalog records resolved to {enrich.get('species', 0)} accepted species.",
+             _table(["method", "records"], sorted((enrich.get("by_method") or {}).items())),
+             _table(["found via", "records"], sorted((enrich.get("by_via") or {}).items()))]
+    if enrich.get("fuzzy"):
+        parts.append("Fuzzy matches: " + "; ".join(f"`{f}`" for f in enrich["fuzzy"][:20]))
+    unresolved = enrich.get("unresolved") or {}
+    if unresolved:
+        parts.append("Unresolved names (kept in the catalog, not in samples):\n" +
+                     _table(["name [reason]", "records"], list(unresolved.items())[:30]))
+    coverage = enrich.get("trait_coverage") or {}
+    if coverage:
+        parts.append(_table(["trait", "species with a value"], [[t, f"{100 * v:.0f}%"] for t, v in coverage.items()]))
+        parts.append(f"Trait rows joined per table: {enrich.get('trait_rows_joined')}; conflicts between tables "
+                     f"(the earlier table kept): {enrich.get('trait_conflicts_by_trait') or 'none'}.")
+    return "\n\n".join(parts)
 
 
 def write_card(cfg: BuildConfig, manifest: dict, stats: dict) -> str:
@@ -77,6 +103,7 @@ def write_card(cfg: BuildConfig, manifest: dict, stats: dict) -> str:
             ["audio records crawled", acc["records_crawled"]], ["recordings in samples", acc["recordings_in_samples"]],
             ["records rejected", acc["records_rejected"]], ["balanced", acc["balanced"]]]),
         "## Rejects by reason\n" + _table(["stage/reason", "count"], [[k, v] for k, v in stats["rejects_by_reason"].items()]),
+        "## Taxonomy\n" + _taxonomy(stats.get("enrich", {})),
         "## Licences of crawled audio\n" + _table(["licence", "records"], sorted(licences.items())),
         "## Sources\n" + _table(["source", "audio records"], sorted(sources.items())),
         "## Plots\n" + "\n".join(f"![{p[:-4].replace('_', ' ')}](card/{p})" for p in plots),
