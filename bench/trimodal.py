@@ -1,4 +1,4 @@
-"""Tri-modal training against audio-text-only (and with the taxonomy-aware loss), side by side.
+"""Tri-modal training against audio-text-only (and with the taxonomy-aware loss, and trait heads), side by side.
 
 Trains each variant for the same steps on `make demo`'s shards, then evaluates
 zero-shot species accuracy (seen and unseen) and audio-to-image retrieval.
@@ -18,6 +18,7 @@ VARIANTS = {
     "tri-modal": {},
     "audio-text only": {"pair_weights": {"audio_text": 1.0, "audio_image": 0.0, "image_text": 0.0}},
     "tri-modal + taxonomy loss": {"taxonomy_loss": True},
+    "tri-modal + trait heads": {"trait_loss": 0.2},
 }
 ROWS = [("zero-shot seen, taxonomy_common", ("zero_shot", "seen", "taxonomy_common")),
         ("zero-shot seen, common", ("zero_shot", "seen", "common")),
@@ -48,6 +49,15 @@ def main() -> None:
             r = reports[n][section].get(split, {}).get(task)
             cells.append(f"{r['top1']:.3f} ({r['chance_top1']:.3f})" if r else "-")
         print(f"{label:34s}" + "".join(f"{c:>28s}" for c in cells))
+    traits = sorted({t for r in reports.values() for t in r.get("traits", {})})
+    if traits:
+        print("trait inference, macro-F1 (chance)")
+        for t in traits:
+            cells = []
+            for n in VARIANTS:
+                r = reports[n].get("traits", {}).get(t)
+                cells.append(f"{r['macro_f1']:.3f} ({r['chance_macro_f1']:.3f})" if r else "-")
+            print(f"{t:34s}" + "".join(f"{c:>28s}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def cmd_train(a) -> int:
     cfg = TrainConfig(a.shards, a.out, steps=a.steps, batch_size=a.batch_size, accumulate=a.accumulate, lr=a.lr,
                       workers=a.workers, shuffle_buffer=a.shuffle_buffer, seed=a.seed, image_size=a.image_size, checkpoint_every=a.checkpoint_every,
                       precision=a.precision, augment=not a.no_augment, log_keys=a.log_keys,
-                      taxonomy_loss=a.taxonomy_loss, stage=a.stage, init=a.init,
+                      taxonomy_loss=a.taxonomy_loss, trait_loss=a.trait_loss, stage=a.stage, init=a.init,
                       pair_weights={"audio_text": 1.0, "audio_image": 0.0 if a.audio_text_only else 1.0,
                                     "image_text": 0.0 if a.audio_text_only else 1.0},
                       model=ModelConfig(embed_dim=a.embed_dim, width=a.width))
@@ -251,6 +251,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--stage", choices=["joint", "audio"], default="joint",
                    help="BioVITA: 'audio' trains audio onto a frozen image-text space (stage 1); 'joint' all (stage 2)")
     t.add_argument("--init", help="start from this checkpoint's weights (e.g. stage 2 from stage 1)")
+    t.add_argument("--trait-loss", type=float, default=0.0, metavar="W",
+                   help="weight of the auxiliary trait heads on the audio embedding (0: none)")
     t.add_argument("--taxonomy-loss", action="store_true",
                    help="AnimalCLAP's taxonomy-aware objective: same genus or family as soft positives")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

@@ -27,7 +27,7 @@ kill $server 2>/dev/null || true
 echo "== train ($STEPS steps on the CPU)"
 resume=""
 [ -f "$RUN/checkpoint.pt" ] && resume="--resume"
-"$BIN/bestiary" train --shards "$OUT/shards" --out "$RUN" --steps "$STEPS" $resume
+"$BIN/bestiary" train --shards "$OUT/shards" --out "$RUN" --steps "$STEPS" --trait-loss 0.2 $resume
 echo "== eval"
 "$BIN/bestiary" eval --checkpoint "$RUN/checkpoint.pt" --shards "$OUT/shards" --out "$RUN/eval.json"
 cat <<MSG

@@ -130,6 +130,7 @@ class Decode:
             "species": taxon["accepted_name"],
             "genus": taxon["lineage"].get("genus"),
             "family": taxon["lineage"].get("family"),
+            "traits": meta.get("traits") or {},
             "meta": meta,
         }
 
@@ -142,7 +143,7 @@ def _drop_none(src):
 
 def collate(samples: list[dict]) -> dict:
     out = {"audio": torch.stack([s["audio"] for s in samples]), "image": torch.stack([s["image"] for s in samples])}
-    for k in ("key", "text", "species", "genus", "family", "meta"):
+    for k in ("key", "text", "species", "genus", "family", "traits", "meta"):
         out[k] = [s[k] for s in samples]
     return out
 

@@ -31,6 +31,7 @@ class ModelConfig:
     audio_encoder: str = "cnn"
     image_encoder: str = "cnn"
     text_encoder: str = "transformer"
+    trait_heads: bool = False      # auxiliary trait heads on the audio embedding
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,6 +131,9 @@ class TriModal(nn.Module):
         self.image_proj = nn.Linear(self.image.out_dim, cfg.embed_dim)
         self.text_proj = nn.Linear(self.text.out_dim, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(2.659))  # log(1/0.07), CLIP's start
+        if cfg.trait_heads:
+            from bestiary.training.traits import TraitHeads
+            self.traits = TraitHeads(cfg.embed_dim)
 
     def encode_audio(self, wav: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.audio_proj(self.audio(wav)), dim=-1)

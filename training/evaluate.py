@@ -13,6 +13,7 @@ import torch
 from bestiary.captioning.templates import KINDS, class_prompt, fields_for
 from bestiary.training.data import DataConfig, make_loader
 from bestiary.training.train import load_model
+from bestiary.training.traits import trait_probe
 
 
 def topk_hits(scores: np.ndarray, target: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
@@ -59,12 +60,12 @@ def taxon_retrieval(query: np.ndarray, query_taxa: list[str], cand: np.ndarray, 
 @torch.no_grad()
 def embed_split(model, shards_dir: str, split: str, batch_size: int = 32, image_size: int = 64) -> dict:
     cfg = DataConfig(shards_dir, (split,), batch_size, 0, int(model.cfg.sample_rate * 10), image_size, train=False)
-    out = {"audio": [], "image": [], "species": [], "meta": []}
+    out = {"audio": [], "image": [], "species": [], "traits": [], "meta": []}
     for batch in make_loader(cfg):
         out["audio"].append(model.encode_audio(batch["audio"]).numpy())
         out["image"].append(model.encode_image(batch["image"]).numpy())
-        out["species"] += batch["species"]
-        out["meta"] += batch["meta"]
+        for k in ("species", "traits", "meta"):
+            out[k] += batch[k]
     out["audio"] = np.concatenate(out["audio"]) if out["audio"] else np.zeros((0, model.cfg.embed_dim))
     out["image"] = np.concatenate(out["image"]) if out["image"] else np.zeros((0, model.cfg.embed_dim))
     return out
@@ -109,15 +110,20 @@ def evaluate(checkpoint: str, shards_dir: str, splits: dict[str, str] | None = N
     image_size = state["train_config"].get("image_size", 64)
     splits = splits or {"seen": "test", "unseen": "unseen"}
     report: dict = {"checkpoint": checkpoint, "step": state["step"], "zero_shot": {}, "retrieval": {}}
+    pooled: dict = {"audio": [], "species": [], "traits": []}
     for label, split in splits.items():
         emb = embed_split(model, shards_dir, split, image_size=image_size)
         if not emb["species"]:
             continue
+        for k in pooled:
+            pooled[k].append(emb[k]) if k == "audio" else pooled[k].extend(emb[k])
         report["zero_shot"][label] = {}
         for kind in KINDS:
             names, cls = class_embeddings(model, tok, emb["meta"], kind)
             report["zero_shot"][label][kind] = zero_shot(emb["audio"], emb["species"], names, cls)
         report["retrieval"][label] = retrieval_suite(model, tok, emb)
+    if pooled["audio"]:  # trait inference over every eval species, folds disjoint by species
+        report["traits"] = trait_probe(np.concatenate(pooled["audio"]), pooled["species"], pooled["traits"])
     return report
 
 
@@ -135,6 +141,11 @@ def format_table(report: dict) -> str:
     lines = [f"{'task':52s} {'top1':>7s} {'chance':>7s} {'top5':>7s} {'chance':>7s}"]
     lines += [f"{name:52s} {r['top1']:7.3f} {r['chance_top1']:7.3f} {r['top5']:7.3f} {r['chance_top5']:7.3f}"
               for name, r in _rows(report)]
+    if report.get("traits"):
+        lines += ["", f"{'trait inference (linear probe, species-disjoint folds)':52s} {'macroF1':>7s} {'chance':>7s}"]
+        for name, r in report["traits"].items():
+            label = f"{name} ({r['classes']} classes, {r['species']} species)"
+            lines.append(f"{label:52s} {r['macro_f1']:7.3f} {r['chance_macro_f1']:7.3f}")
     return "\n".join(lines)
 
 
@@ -143,6 +154,10 @@ def format_markdown(report: dict) -> str:
     lines = ["| task | top-1 | chance | top-5 | chance |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {r['top1']:.3f} | {r['chance_top1']:.3f} | {r['top5']:.3f} | {r['chance_top5']:.3f} |"
               for name, r in _rows(report)]
+    if report.get("traits"):
+        lines += ["", "| trait (linear probe, species-disjoint folds) | macro-F1 | chance |", "|---|---|---|"]
+        lines += [f"| {name} ({r['classes']} classes, {r['species']} species) | {r['macro_f1']:.3f} | "
+                  f"{r['chance_macro_f1']:.3f} |" for name, r in report["traits"].items()]
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ from bestiary.training.data import DataConfig, make_loader, shard_urls
 from bestiary.training.encoders import ModelConfig, TriModal
 from bestiary.training.losses import taxonomy_targets, trimodal_loss
 from bestiary.training.tokenizer import Tokenizer
+from bestiary.training.traits import trait_loss
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TrainConfig:
     precision: str = "auto"           # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
     augment: bool = True              # random crop, flip and caption kind; off: fixed, for exact comparisons
     taxonomy_loss: bool = False       # AnimalCLAP: relatives (same genus 0.5, family 0.25) as soft positives
+    trait_loss: float = 0.0           # weight of the trait heads' auxiliary loss (0: no heads)
     stage: str = "joint"              # BioVITA: "audio" = stage 1, audio onto a frozen image-text space; "joint" = 2
     init: str | None = None           # start from this checkpoint's weights (stage 2 from stage 1, say)
     log_keys: bool = False            # write the sample keys each rank trained on (keys-rank{r}.jsonl)
@@ -147,7 +149,8 @@ def setup_state(cfg: TrainConfig, resume: bool, device: str) -> tuple[TrainState
     ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
     saved = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and os.path.exists(ckpt_path) else None
     tok = Tokenizer.from_state(saved["tokenizer"]) if saved else Tokenizer.train(captions_of(cfg.shards_dir))
-    mcfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(tok.vocab), "max_len": tok.max_len})
+    mcfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(tok.vocab), "max_len": tok.max_len,
+                          "trait_heads": cfg.trait_loss > 0})
     model = TriModal(mcfg).to(device)
     if cfg.init and not saved:
         model.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=False)["model"])
@@ -189,12 +192,17 @@ def train_step(cfg: TrainConfig, st: TrainState, loader, device: str, weights) -
                    "image": raw.encode_image(batch["image"].to(device)),
                    "text": raw.encode_text(st.tok.encode(batch["text"]).to(device))}
         emb = {k: v.float() for k, v in emb.items()}
+        emb_local_audio = emb["audio"]
         labels = {k: batch[k] for k in ("species", "genus", "family")}
         if dist.world_size() > 1:  # contrast against every rank's samples; gradients flow back through the gather
             emb = {k: dist.gather_with_grad(v) for k, v in emb.items()}
             labels = {k: dist.gather_objects(v) for k, v in labels.items()}
         targets = taxonomy_targets(labels["species"], labels["genus"], labels["family"]) if cfg.taxonomy_loss else None
         loss, parts = trimodal_loss(emb, raw.logit_scale, weights, targets)
+        if cfg.trait_loss > 0:  # per rank: the heads need no negatives from other ranks
+            traits = trait_loss(raw.traits, emb_local_audio, batch["traits"])
+            parts["traits"] = float(traits.detach())
+            loss = loss + cfg.trait_loss * traits
         (loss / cfg.accumulate).backward()
         total += loss.item() / cfg.accumulate
         seen += len(batch["text"])
@@ -229,7 +237,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at
         history.append(loss)
         if (st.step % cfg.log_every == 0 or st.step == end) and dist.is_main():
             rate, share = seen * dist.world_size() / (wait + busy), wait / (wait + busy)
-            log.write([st.step, loss] + [parts.get(k, float("nan")) for k in ("audio_text", "audio_image", "image_text")]
+            log.write([st.step, loss] + [parts.get(k, float("nan")) for k in ("audio_text", "audio_image", "image_text", "traits")]
                       + [lr_at(st.step - 1, cfg), rate, share])
             bar.set_postfix(loss=f"{loss:.3f}", sps=f"{rate:.1f}", wait=f"{share:.0%}")
             wait = busy = 0.0
@@ -247,7 +255,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at
             "checkpoint": os.path.join(cfg.out_dir, "checkpoint.pt"), "losses": history}
 
 
-COLUMNS = ["step", "loss", "audio_text", "audio_image", "image_text", "lr", "samples_per_s", "data_wait"]
+COLUMNS = ["step", "loss", "audio_text", "audio_image", "image_text", "traits", "lr", "samples_per_s", "data_wait"]
 
 
 class RunLog:
