@@ -64,7 +64,8 @@ def cmd_serve_sample(a) -> int:
 def _run_build(a, only) -> int:
     from bestiary.pipelines.build import build
     cfg = load_config(a.config, _overrides(a.set))
-    stats = build(cfg, only=only, force=a.force, rebuild=getattr(a, "rebuild", False))
+    stats = build(cfg, only=only, force=a.force, rebuild=getattr(a, "rebuild", False),
+                  incremental=getattr(a, "incremental", False))
     if stats:
         acc = stats["accounting"]
         print(f"{stats['shard']['samples']} samples in {stats['shard']['shards']} shards -> {cfg.out}/shards; "
@@ -224,6 +225,9 @@ def parser() -> argparse.ArgumentParser:
               ("crawl", "enrich", "caption", "shard"))
     b.add_argument("--rebuild", action="store_true",
                    help="every stage again from the kept raw pages and caches, offline: byte-identical output")
+    b.add_argument("--incremental", action="store_true",
+                   help="add what the archives published or changed since the last run: new shards, tombstones "
+                        "for changed or deleted records, manifest-vN.json (needs a finished build in `out`)")
 
     v = sub.add_parser("verify", help="recheck every shard's sha256 and that every member decodes")
     v.add_argument("out", help="build output folder (holds shards/manifest.json)")

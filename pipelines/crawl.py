@@ -16,6 +16,7 @@ import apache_beam as beam
 from bestiary.connectors import gbif, inat_open_data, inaturalist, macaulay, xenocanto
 from bestiary.connectors.http import FetchError, HttpClient, policy_from
 from bestiary.pipelines import io
+from bestiary.pipelines.killpoints import killpoint
 from bestiary.schemas.config import BuildConfig, SourceConfig
 from bestiary.schemas.records import reject
 
@@ -40,7 +41,7 @@ def with_range(source: str, query, lo: int, hi: int):
 
 
 def partitions(cfg: BuildConfig) -> list[dict]:
-    """One partition per (source, query), or per (source, query, id range) with `id_ranges`."""
+    """A full crawl's partitions (run 1): one per (source, query), or per (source, query, id range)."""
     out = []
     for src in cfg.sources:
         if src.name not in CRAWLABLE:
@@ -50,9 +51,10 @@ def partitions(cfg: BuildConfig) -> list[dict]:
                 r = src.id_ranges
                 for j, (lo, hi) in enumerate(id_ranges(r.start, r.stop, r.parts)):
                     out.append({"source": src.name, "index": i, "query": with_range(src.name, query, lo, hi),
-                                "id": f"{src.name}-q{i:03d}-r{j:03d}"})
+                                "id": f"{src.name}-q{i:03d}-r{j:03d}", "run": 1, "mode": "full"})
             else:
-                out.append({"source": src.name, "index": i, "query": query, "id": f"{src.name}-q{i:03d}"})
+                out.append({"source": src.name, "index": i, "query": query, "id": f"{src.name}-q{i:03d}",
+                            "run": 1, "mode": "full"})
     return out
 
 
@@ -163,9 +165,10 @@ class CrawlPartition(beam.DoFn):
         root = io.join(self.cfg.out, "raw", part["id"])
         state_path = io.join(self.cfg.out, "state", "crawl", f"{part['id']}.json")
         state = io.read_json(state_path) if io.exists(state_path) else {"cursor": None, "pages": 0, "done": False}
+        tag = (part["source"], part["id"], part.get("run", 1), part.get("mode", "full"))
         for n in range(state["pages"]):  # pages already kept: replay, never re-fetch
             for rec in read_page(io.join(root, f"page-{n:06d}.jsonl.gz")):
-                yield part["source"], rec
+                yield tag, rec
         if state["done"]:
             return
         try:
@@ -177,8 +180,9 @@ class CrawlPartition(beam.DoFn):
                         _write_page(io.join(root, f"page-{state['pages']:06d}.jsonl.gz"), records)
                         state = {"cursor": cursor, "pages": state["pages"] + 1, "done": cursor is None}
                         io.write_json(state_path, state)
+                        killpoint("crawl:page")
                         for rec in records:
-                            yield part["source"], rec
+                            yield tag, rec
                     break
                 except PagingChanged as err:
                     # records already sent are merged by key downstream; nothing is skipped
@@ -203,9 +207,10 @@ class Normalize(beam.DoFn):
         self.sources = {s.name: s for s in cfg.sources}
 
     def process(self, item):
-        source, record = item
+        (source, part_id, run, mode), record = item
         try:
-            yield from normalize_record(self.sources[source], record)
+            for row in normalize_record(self.sources[source], record):
+                yield {**row, "crawl_run": run, "_partition": part_id, "_mode": mode}
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             rid = record.get("id", "?") if isinstance(record, dict) else "?"
             yield beam.pvalue.TaggedOutput("rejects", reject(f"{source}:{rid}", "crawl", "unparseable_record",
@@ -213,5 +218,6 @@ class Normalize(beam.DoFn):
 
 
 def pick_one(rows: list[dict]) -> dict:
-    """The same record seen twice (overlapping pages) is kept once, deterministically."""
-    return min(rows, key=lambda r: r["raw"])
+    """The same record seen twice (overlapping pages, or a later run's edit) is kept once, deterministically:
+    the latest run's version."""
+    return min(rows, key=lambda r: (-r.get("crawl_run", 1), r["raw"]))

@@ -72,10 +72,12 @@ class _Groups:
             self.parent[drop] = keep
 
 
-def dedupe_audio(audio: list[dict], probes: dict[str, dict]) -> tuple[list[dict], list[dict]]:
-    """Records kept (one per duplicate group) and rejects naming the record each duplicates."""
+def dedupe_audio(audio: list[dict], probes: dict[str, dict],
+                 published: frozenset[str] = frozenset()) -> tuple[list[dict], list[dict]]:
+    """Records kept (one per duplicate group) and rejects naming the record each duplicates.  `published`
+    records (already in shards) win their group, so an incremental run never displaces them."""
     by_key = {r["key"]: r for r in audio}
-    groups = _Groups(lambda k: (SOURCE_PRIORITY.get(by_key[k]["source"], 9), k))
+    groups = _Groups(lambda k: (k not in published, SOURCE_PRIORITY.get(by_key[k]["source"], 9), k))
     by_sha: dict[str, list[str]] = defaultdict(list)
     by_taxon: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     for r in audio:

@@ -22,6 +22,7 @@ from bestiary.media.audio import AudioError, make_clips
 from bestiary.media.images import ImageError, prepare_image
 from bestiary.pipelines import io
 from bestiary.pipelines.cache import MediaCache
+from bestiary.pipelines.killpoints import killpoint
 from bestiary.pipelines.plan import sample_key, task_fingerprint
 from bestiary.schemas.config import BuildConfig
 from bestiary.schemas.records import TAXON_RANKS, reject
@@ -157,7 +158,7 @@ class MaterializeShard(beam.DoFn):
         captions = json.loads(rec["captions"])
         out = []
         for clip in clips:
-            key = sample_key(rec["source"], rec["source_id"], clip.offset_s)
+            key = sample_key(rec["source"], rec["source_id"], clip.offset_s) + rec.get("sample_suffix", "")
             meta = sample_json(rec, clip, info, image_meta, captions, key, m.sample_rate)
             out.append((key, {"flac": clip.flac, "jpg": jpg, "txt": rec["caption"].encode(),
                               "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()}))
@@ -192,8 +193,10 @@ class MaterializeShard(beam.DoFn):
                 n_samples += len(got)
                 recs_ok.append(rec["key"])
                 members.append({"record": rec["key"], "observation": rec["observation_id"], "image": rec["image_key"],
-                                "pcm_sha256": rec.get("pcm_sha256"), "split": rec["split"]})
+                                "pcm_sha256": rec.get("pcm_sha256"), "split": rec["split"],
+                                "samples": sorted(k for k, _ in got)})
             tar.close()
+        killpoint("materialize:tar")
         stats = {"name": task["name"], "split": task["split"], "file": f"{task['name']}.tar",
                  "samples": n_samples, "bytes": tar.size, "sha256": tar.sha.hexdigest(),
                  "recordings": sorted(recs_ok), "members": sorted(members, key=lambda m: m["record"]),

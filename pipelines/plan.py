@@ -52,13 +52,15 @@ def expected_clips(duration_s: float | None, clip_seconds: float, max_clips: int
 
 
 def assign_image_splits(images: list[dict], audio_split: dict[str, str], needed: dict[str, list[str]],
-                        cfg: SplitConfig) -> dict[str, str]:
+                        cfg: SplitConfig, fixed: dict[str, str] | None = None) -> dict[str, str]:
     """Image key -> split.  An image of an observation with sound follows it; the other
     image observations of a species are dealt round-robin (in hash order) to the
     splits where the species has recordings, so each such split gets images."""
-    out: dict[str, str] = {}
+    out: dict[str, str] = dict(fixed or {})   # images already in published samples keep their split
     loose: dict[str, list[dict]] = defaultdict(list)
     for img in images:
+        if img["key"] in out:
+            continue
         if img["observation_id"] in audio_split:
             out[img["key"]] = audio_split[img["observation_id"]]
         else:
@@ -83,8 +85,10 @@ def choose_image(rec: dict, pool_same_obs: list[str], pool_species: list[str]) -
 
 
 def plan_shards(audio: list[dict], images: list[dict], split_cfg: SplitConfig, shard_cfg: ShardConfig,
-                clip_seconds: float, max_clips: int) -> tuple[list[dict], list[dict]]:
-    """Shard tasks and rejects.  `audio`/`images` rows carry `taxon_id` (accepted) already."""
+                clip_seconds: float, max_clips: int, fixed_image_splits: dict[str, str] | None = None,
+                first_index: dict[str, int] | None = None) -> tuple[list[dict], list[dict]]:
+    """Shard tasks and rejects.  `audio`/`images` rows carry `taxon_id` (accepted) already.  An incremental
+    run passes the splits of images already published and the first free shard index per split."""
     rejects: list[dict] = []
     audio_split = {}
     for rec in audio:
@@ -96,7 +100,7 @@ def plan_shards(audio: list[dict], images: list[dict], split_cfg: SplitConfig, s
             needed[rec["taxon_id"]].append(s)
     for taxon in needed:  # test and val first: they are the scarce ones
         needed[taxon].sort(key=lambda s: {"test": 0, "val": 1, "unseen": 2, "train": 3}[s])
-    img_split = assign_image_splits(images, audio_split, needed, split_cfg)
+    img_split = assign_image_splits(images, audio_split, needed, split_cfg, fixed_image_splits)
     by_obs: dict[tuple[str, str], list[str]] = defaultdict(list)
     by_species: dict[tuple[str, str], list[str]] = defaultdict(list)
     img_by_key = {i["key"]: i for i in images}
@@ -126,9 +130,10 @@ def plan_shards(audio: list[dict], images: list[dict], split_cfg: SplitConfig, s
         by_count = math.ceil(total / shard_cfg.samples_per_shard)
         by_size = math.ceil(total * clip_bytes(clip_seconds) / (shard_cfg.max_mb * 1e6)) if shard_cfg.max_mb else 1
         n = min(len(recs), max(shard_cfg.min_shards_per_split, by_count, by_size))
+        start = (first_index or {}).get(split, 0)
         for i in range(n):
             members = recs[i::n]
-            tasks.append({"split": split, "index": i, "name": f"{split}-{i:06d}",
+            tasks.append({"split": split, "index": start + i, "name": f"{split}-{start + i:06d}",
                           "records": sorted(members, key=lambda r: r["key"])})
     return tasks, rejects
 

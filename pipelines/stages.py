@@ -19,6 +19,8 @@ from bestiary.connectors.licenses import license_allowed
 from bestiary.pipelines import io
 from bestiary.pipelines.caption import CaptionWithLLM, caption_row
 from bestiary.pipelines.crawl import CrawlPartition, Normalize, partitions, pick_one
+from bestiary.pipelines.runs import current_run, load_runs, save_runs
+from bestiary.pipelines.runs import now as run_clock
 from bestiary.pipelines.dedupe import PROBE_SCHEMA, ProbeMedia, dedupe_audio, dedupe_images
 from bestiary.pipelines.enrich import enrich, record_taxa, unresolved_reject  # noqa: F401 (enrich: a stage)
 from bestiary.pipelines.materialize import MaterializeShard
@@ -35,8 +37,23 @@ def path(cfg: BuildConfig, *parts: str) -> str:
     return io.join(cfg.out, *parts)
 
 
+def gone_keys(rows: list[dict], run: int) -> set[str]:
+    """Records a source listed before but not in this run's complete re-listing of the same query: deleted."""
+    relisted = {(r["source"], r["_partition"].split("-run")[0]) for r in rows
+                if r.get("_mode") == "relist" and r["crawl_run"] == run}
+    seen_now = {r["key"] for r in rows if r.get("_mode") == "relist" and r["crawl_run"] == run}
+    return {r["key"] for r in rows if (r["source"], r["_partition"].split("-run")[0]) in relisted
+            and r["key"] not in seen_now}
+
+
 def _write_crawl(_, cfg: BuildConfig, rows: list[dict], rejects: list[dict], raw_count: int, norm_count: int) -> None:
-    rows = sorted(rows, key=lambda r: r["key"])
+    run = current_run(cfg)
+    versions: dict[str, list[dict]] = {}
+    for r in rows:
+        versions.setdefault(r["key"], []).append(r)
+    gone = gone_keys(rows, run) if run > 1 else set()
+    rows = sorted((pick_one(vs) for k, vs in versions.items() if k not in gone), key=lambda r: r["key"])
+    io.write_json(path(cfg, "work", "crawl-gone.json"), sorted(gone))
     audio = [r for r in rows if r["media_type"] == "audio"]
     images = [r for r in rows if r["media_type"] == "image"]
     io.write_table(path(cfg, "catalog", "recordings.parquet"), to_table(audio, CATALOG_SCHEMA))
@@ -44,20 +61,30 @@ def _write_crawl(_, cfg: BuildConfig, rows: list[dict], rejects: list[dict], raw
     io.write_table(path(cfg, "work", "rejects-crawl.parquet"),
                    to_table(sorted(rejects, key=lambda r: (r["key"], r["reason"])), REJECT_SCHEMA))
     io.write_json(path(cfg, "work", "stats-crawl.json"), {
-        "raw_records": raw_count, "catalog_rows": len(rows), "duplicates_dropped": norm_count - len(rows),
+        "raw_records": raw_count, "catalog_rows": len(rows), "duplicates_dropped": norm_count - len(rows) - len(gone),
+        "gone_from_listings": len(gone), "run": run,
         "audio_items": len(audio), "image_items": len(images), "rejects": len(rejects),
         "partitions_failed": sorted(r["key"].removeprefix("partition:") for r in rejects if r["key"].startswith("partition:")),
         "by_source": dict(sorted(Counter(f"{r['source']}/{r['media_type']}" for r in rows).items())),
     })
 
 
+def crawl_partitions(cfg: BuildConfig) -> list[dict]:
+    """Every run's partitions: a full build is run 1; incremental runs add theirs (see runs.py)."""
+    runs = load_runs(cfg)
+    if not runs:
+        runs = [{"run": 1, "started": run_clock(), "cursors": {}, "partitions": partitions(cfg)}]
+        save_runs(cfg, runs)
+    return [p for r in runs for p in r["partitions"]]
+
+
 def crawl(cfg: BuildConfig) -> None:
     with make_pipeline(cfg.runner) as p:
-        raw = (p | "partitions" >> beam.Create(partitions(cfg)) | beam.Reshuffle()
+        raw = (p | "partitions" >> beam.Create(crawl_partitions(cfg)) | beam.Reshuffle()
                | "crawl" >> beam.ParDo(CrawlPartition(cfg)).with_outputs("rejects", main="records"))
         norm = raw.records | "normalize" >> beam.ParDo(Normalize(cfg)).with_outputs("rejects", main="rows")
-        rows = (norm.rows | beam.Map(lambda r: (r["key"], r)) | beam.GroupByKey()
-                | "dedupe" >> beam.MapTuple(lambda _k, rs: pick_one(list(rs))))
+        # every version of each key goes to the writer: it keeps the latest and sees which records left a listing
+        rows = norm.rows
         rejects = (raw.rejects, norm.rejects) | "all rejects" >> beam.Flatten()
         raw_count = raw.records | "count raw" >> beam.combiners.Count.Globally()
         norm_count = norm.rows | "count rows" >> beam.combiners.Count.Globally()
@@ -158,21 +185,23 @@ def select(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
     return ok_audio, ok_images, rejects, dict(excluded)
 
 
-def _write_probes(_, cfg: BuildConfig, rows: list[dict]) -> None:
+def _write_probes(_, cfg: BuildConfig, rows: list[dict], known: list[dict]) -> None:
     io.write_table(path(cfg, "catalog", "probes.parquet"),
-                   to_table(sorted(rows, key=lambda r: (r["kind"], r["key"])), PROBE_SCHEMA))
+                   to_table(sorted(rows + known, key=lambda r: (r["kind"], r["key"])), PROBE_SCHEMA))
 
 
-def probe(cfg: BuildConfig, audio: list[dict], images: list[dict]) -> dict[str, dict]:
-    """Fetch every selected medium into the cache and fingerprint it (one Beam pass)."""
-    items = sorted([("audio", r["key"], r["media_url"]) for r in audio] +
-                   [("image", r["key"], r["media_url"]) for r in images])
+def probe(cfg: BuildConfig, audio: list[dict], images: list[dict], known: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Fetch every selected medium into the cache and fingerprint it (one Beam pass).  `known` probes (an
+    incremental run's earlier ones) are kept, not redone."""
+    known = known or {}
+    items = sorted([("audio", r["key"], r["media_url"]) for r in audio if r["key"] not in known] +
+                   [("image", r["key"], r["media_url"]) for r in images if r["key"] not in known])
     with make_pipeline(cfg.runner) as p:
         durations = {r["key"]: r["duration_s"] for r in audio if r.get("duration_s")}
         rows = (p | beam.Create(items) | beam.Reshuffle()
                 | "probe" >> beam.ParDo(ProbeMedia(path(cfg, "cache", "media"), cfg.media, policy_from(cfg.http, cfg.sources),
                                                       durations)))
-        p | "once" >> beam.Create([None]) | beam.Map(_write_probes, cfg, beam.pvalue.AsList(rows))
+        p | "once" >> beam.Create([None]) | beam.Map(_write_probes, cfg, beam.pvalue.AsList(rows), list(known.values()))
     return {r["key"]: r for r in io.read_rows(path(cfg, "catalog", "probes.parquet"))}
 
 
@@ -203,7 +232,11 @@ def deduplicated(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], 
 
 
 def shard(cfg: BuildConfig) -> list[dict]:
-    """Probe and deduplicate, plan, then materialize every shard; returns the shard tasks."""
+    """Probe and deduplicate, plan, then materialize every shard; returns the shard tasks.  In an incremental
+    run only what is new or changed is planned, into new shards."""
+    if current_run(cfg) > 1:
+        from bestiary.pipelines.incremental import shard_incremental
+        return shard_incremental(cfg)
     audio, images, rejects, excluded = deduplicated(cfg)
     tasks, plan_rejects = plan_shards(audio, images, cfg.splits, cfg.shards, cfg.media.clip_seconds,
                                       cfg.media.max_clips_per_recording)

@@ -318,8 +318,19 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(404, b"", "text/plain")
         self._send(200, got[0], "audio/mpeg")
 
+    @staticmethod
+    def _mirror_hidden(st, occ: dict) -> bool:
+        """GBIF publishes a mirror only after its source archive has the record."""
+        ref = str(occ.get("references") or "")
+        for archive, pattern in (("xc", r"xeno-canto\.org/(\d+)"), ("inat", r"observations/(\d+)")):
+            m = re.search(pattern, ref)
+            if m and (archive, int(m.group(1))) in st.hidden:
+                return True
+        return False
+
     def gbif_occurrences(self, st, base, q) -> None:
-        occs = [o for o in formats.gbif_occurrences(st.archive, base) if ("gbif", o["key"]) not in st.hidden]
+        occs = [o for o in formats.gbif_occurrences(st.archive, base) if ("gbif", o["key"]) not in st.hidden
+                and not self._mirror_hidden(st, o)]
         if q.get("mediaType"):
             want = {"Sound": "Sound", "StillImage": "StillImage"}.get(q["mediaType"], q["mediaType"])
             occs = [o for o in occs if any(m["type"] == want for m in o["media"])]

@@ -46,10 +46,13 @@ def shard_urls(shards_dir: str, splits: tuple[str, ...]) -> list[str]:
 
 def split_samples(shards_dir: str, splits: tuple[str, ...]) -> int:
     m = read_manifest(shards_dir)
-    return sum(s["samples"] for s in m["shards"] if s["split"] in splits)
+    files = {s["file"] for s in m["shards"] if s["split"] in splits}
+    dead = sum(1 for d in m.get("deleted", []) if d.split("/", 1)[0] in files)
+    return sum(s["samples"] for s in m["shards"] if s["split"] in splits) - dead
 
 
 def deleted_keys(shards_dir: str) -> set[str]:
+    """Tombstones, '{shard file}/{sample key}': samples of records changed or deleted since their shard."""
     return set(read_manifest(shards_dir).get("deleted", []))
 
 
@@ -116,7 +119,7 @@ class Decode:
         return self._rng
 
     def __call__(self, sample: dict) -> dict | None:
-        if sample["__key__"] in self.skip:
+        if self.skip and f"{os.path.basename(sample.get('__url__', ''))}/{sample['__key__']}" in self.skip:
             return None
         meta = json.loads(sample["json"])
         aug = self.cfg.train and self.cfg.augment
