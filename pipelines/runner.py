@@ -20,6 +20,8 @@ from bestiary.schemas.config import RunnerConfig
 
 
 def pipeline_options(runner: RunnerConfig) -> PipelineOptions:
+    if runner.mode == "portable":  # Dataflow, Flink, Spark: their options as given
+        return PipelineOptions(list(runner.options), save_main_session=False)
     return PipelineOptions(
         list(runner.options) + [f"--direct_num_workers={runner.workers}", f"--direct_running_mode={runner.mode}"],
         save_main_session=False,
@@ -35,6 +37,10 @@ def configure_filesystems(runner: RunnerConfig) -> PipelineOptions:
 
 def make_pipeline(runner: RunnerConfig) -> beam.Pipeline:
     options = configure_filesystems(runner)
+    if runner.mode == "portable":
+        if not any(o.startswith("--runner") for o in runner.options):
+            raise ValueError("runner.mode portable needs --runner=DataflowRunner|FlinkRunner|SparkRunner in runner.options")
+        return beam.Pipeline(options=options)
     # the workers get the user's options only: the runner's own --direct_* ints would come back as
     # floats through the protobuf Struct, and the harness's argument parser would refuse them
     for_workers = PipelineOptions(list(runner.options), save_main_session=False).to_runner_api()

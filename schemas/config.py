@@ -144,7 +144,9 @@ class CaptionConfig(_Frozen):
 
 
 class RunnerConfig(_Frozen):
-    mode: Literal["in_memory", "multi_processing", "multi_threading"] = "in_memory"
+    """in_memory / multi_processing / multi_threading: Beam's FnApiRunner here; portable: the runner named in
+    `options` (--runner=DataflowRunner, FlinkRunner, SparkRunner) with the rest of its options."""
+    mode: Literal["in_memory", "multi_processing", "multi_threading", "portable"] = "in_memory"
     workers: int = Field(1, ge=1)
     options: list[str] = []   # more Beam pipeline options, e.g. --s3_endpoint_url=...; never secrets
 

@@ -52,3 +52,17 @@ def test_multi_process_build_on_s3_matches_the_single_process_build(tiny_build, 
     assert hashlib.sha256(data).hexdigest() == first["sha256"]
     blobs = io.listdir(f"s3://{BUCKET}/run/cache/media/blobs/*")
     assert blobs  # the media cache is shared through the bucket too
+
+
+@pytest.mark.parametrize("name", ["dataflow", "flink", "spark"])
+def test_runner_configs_parse_and_name_their_runner(name, monkeypatch):
+    """The shipped Dataflow, Flink and Spark configs are valid build configs whose options reach Beam."""
+    from bestiary.pipelines.runner import pipeline_options
+    from bestiary.schemas.config import load_config
+    for var, value in {"BUCKET": "b", "GCP_PROJECT": "p", "FLINK_MASTER": "h:8081", "SPARK_MASTER": "spark://h:7077"}.items():
+        monkeypatch.setenv(var, value)
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "runners", f"{name}.yaml"))
+    assert cfg.runner.mode == "portable"
+    opts = pipeline_options(cfg.runner).get_all_options()
+    assert opts["runner"] == {"dataflow": "DataflowRunner", "flink": "FlinkRunner", "spark": "SparkRunner"}[name]
+    assert cfg.out.startswith(("gs://", "s3://"))

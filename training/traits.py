@@ -105,7 +105,7 @@ def trait_probe(emb: np.ndarray, species: list[str], traits: list[dict], folds: 
                 min_species: int = 4) -> dict[str, dict]:
     """Per trait: macro-F1 of a linear probe whose test species never appear in its training fold, and the
     macro-F1 of predicting the training fold's majority class (the chance level).  Traits with fewer than two
-    values or `min_species` species are left out."""
+    values or `min_species` species, or with one value left in the scored folds, are left out."""
     out = {}
     species_arr = np.array(species)
     for name in TRAITS:
@@ -130,6 +130,8 @@ def trait_probe(emb: np.ndarray, species: list[str], traits: list[dict], folds: 
         if not true:
             continue
         t = np.concatenate(true)
+        if len(np.unique(t)) < 2:  # the rare value's species never got a training fold with it: not measurable
+            continue
         out[name] = {"macro_f1": macro_f1(np.concatenate(pred), t), "chance_macro_f1": macro_f1(np.concatenate(base), t),
                      "classes": len(labels), "samples": int(t.size), "species": n_species}
     return out
