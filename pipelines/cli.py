@@ -117,7 +117,10 @@ def cmd_train(a) -> int:
                       taxonomy_loss=a.taxonomy_loss, trait_loss=a.trait_loss, stage=a.stage, init=a.init,
                       pair_weights={"audio_text": 1.0, "audio_image": 0.0 if a.audio_text_only else 1.0,
                                     "image_text": 0.0 if a.audio_text_only else 1.0},
-                      model=ModelConfig(embed_dim=a.embed_dim, width=a.width))
+                      model=ModelConfig(embed_dim=a.embed_dim, width=a.width, audio_encoder=a.audio_encoder,
+                                        image_encoder=a.image_encoder, text_encoder=a.text_encoder,
+                                        audio_weights=a.audio_weights, image_weights=a.image_weights,
+                                        text_weights=a.text_weights))
     info = dist.init_from_env()
     result = train(cfg, resume=a.resume)
     if info["world_size"] > 1:  # leave the group cleanly, then exit before gloo's teardown can hang
@@ -251,6 +254,15 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int, default=64)
     t.add_argument("--embed-dim", type=int, default=512)
     t.add_argument("--width", type=int, default=32)
+    t.add_argument("--audio-encoder", default="cnn", choices=["cnn", "clap"],
+                   help="cnn: small, from scratch; clap: HTS-AT from --audio-weights (a local transformers folder)")
+    t.add_argument("--image-encoder", default="cnn", choices=["cnn", "clip"],
+                   help="cnn: small, from scratch; clip: a CLIP/BioCLIP vision tower from --image-weights")
+    t.add_argument("--text-encoder", default="transformer", choices=["transformer", "hf"],
+                   help="transformer: small, from scratch; hf: CLIP text or RoBERTa from --text-weights (its tokenizer too)")
+    t.add_argument("--audio-weights", metavar="DIR", help="local folder written by save_pretrained; never downloaded")
+    t.add_argument("--image-weights", metavar="DIR")
+    t.add_argument("--text-weights", metavar="DIR")
     t.add_argument("--audio-text-only", action="store_true", help="train the audio-text pair only")
     t.add_argument("--stage", choices=["joint", "audio"], default="joint",
                    help="BioVITA: 'audio' trains audio onto a frozen image-text space (stage 1); 'joint' all (stage 2)")

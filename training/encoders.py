@@ -32,6 +32,10 @@ class ModelConfig:
     image_encoder: str = "cnn"
     text_encoder: str = "transformer"
     trait_heads: bool = False      # auxiliary trait heads on the audio embedding
+    audio_weights: str | None = None   # local folders of pretrained weights (see pretrained.py)
+    image_weights: str | None = None
+    text_weights: str | None = None
+    pad_id: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,11 +115,23 @@ class TextTransformer(nn.Module):
 ENCODERS = {"audio": {"cnn": AudioCNN}, "image": {"cnn": ImageCNN}, "text": {"transformer": TextTransformer}}
 
 
+def _pretrained(modality: str, name: str):
+    from bestiary.training import pretrained
+    return {("audio", "clap"): pretrained.ClapAudio, ("image", "clip"): pretrained.ClipImage,
+            ("text", "hf"): pretrained.HFText}.get((modality, name))
+
+
+PRETRAINED = {"audio": ("clap",), "image": ("clip",), "text": ("hf",)}
+
+
 def build_encoder(modality: str, name: str, cfg: ModelConfig) -> nn.Module:
+    if name in PRETRAINED[modality]:
+        return _pretrained(modality, name)(cfg)
     try:
         return ENCODERS[modality][name](cfg)
     except KeyError:
-        raise ValueError(f"unknown {modality} encoder {name!r} (known: {', '.join(ENCODERS[modality])})") from None
+        known = ", ".join([*ENCODERS[modality], *PRETRAINED[modality]])
+        raise ValueError(f"unknown {modality} encoder {name!r} (known: {known})") from None
 
 
 class TriModal(nn.Module):

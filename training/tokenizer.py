@@ -40,4 +40,7 @@ class Tokenizer:
 
     @classmethod
     def from_state(cls, state: dict) -> "Tokenizer":
+        if state.get("kind") == "hf":  # a pretrained text tower's own tokenizer, from its local folder
+            from bestiary.training.pretrained import HFTokenizer
+            return HFTokenizer(state["path"], state["max_len"])
         return cls(state["vocab"], state["max_len"])

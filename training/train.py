@@ -148,9 +148,15 @@ def freeze_for_stage(model: TriModal, stage: str) -> list[torch.nn.Parameter]:
 def setup_state(cfg: TrainConfig, resume: bool, device: str) -> tuple[TrainState, dict | None]:
     ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
     saved = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and os.path.exists(ckpt_path) else None
-    tok = Tokenizer.from_state(saved["tokenizer"]) if saved else Tokenizer.train(captions_of(cfg.shards_dir))
+    if saved:
+        tok = Tokenizer.from_state(saved["tokenizer"])
+    elif cfg.model.text_encoder == "hf":
+        from bestiary.training.pretrained import HFTokenizer
+        tok = HFTokenizer(cfg.model.text_weights)
+    else:
+        tok = Tokenizer.train(captions_of(cfg.shards_dir))
     mcfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(tok.vocab), "max_len": tok.max_len,
-                          "trait_heads": cfg.trait_loss > 0})
+                          "trait_heads": cfg.trait_loss > 0, "pad_id": getattr(tok, "pad_id", 0)})
     model = TriModal(mcfg).to(device)
     if cfg.init and not saved:
         model.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=False)["model"])
