@@ -220,7 +220,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
     c.add_argument("--force", action="store_true")
     c.set_defaults(fn=cmd_crawl)
-    stage("enrich", "resolve names to accepted species with lineage (needs crawl)", ("enrich",))
+    stage("enrich", "resolve names to accepted species with lineage (backbone dump, GBIF match or iNat taxa) and "
+          "join trait tables (needs crawl)", ("enrich",))
     stage("caption", "write template captions (needs enrich)", ("caption",))
     stage("shard", "probe and dedupe media, plan splits, write WebDataset shards + manifest (needs caption)",
           ("shard",))

@@ -33,7 +33,7 @@ echo "== eval"
 cat <<MSG
 
 Done. Where everything is:
-  $OUT/catalog/          recordings.parquet, images.parquet, taxa.parquet, captions.parquet
+  $OUT/catalog/          recordings, images, resolutions, taxa, traits, captions (.parquet)
   $OUT/raw/              the raw archive pages (JSONL.gz), the source of truth
   $OUT/shards/           WebDataset tars, manifest.json, sizes.json
   $OUT/rejects.parquet   every record that did not become a sample, with its reason
