@@ -13,7 +13,9 @@ from bestiary.pipelines import io, stages
 from bestiary.pipelines.dedupe import leak_check
 from bestiary.pipelines.killpoints import killpoint
 from bestiary.pipelines.runner import configure_filesystems
+from bestiary.pipelines.crawl import partitions
 from bestiary.pipelines.runs import current_run, load_runs, save_runs, start_incremental
+from bestiary.pipelines.runs import now as runs_now
 from bestiary.schemas.config import BuildConfig, ConfigError
 from bestiary.schemas.records import REJECT_SCHEMA, to_table
 
@@ -100,8 +102,8 @@ def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False,
             ran = run_stage(cfg, stage, getattr(stages, stage), force=force or ran) or ran
     if "shard" in only:
         stats = finalize(cfg)
-        runs = load_runs(cfg)
-        runs[-1]["finished"] = True
+        runs = load_runs(cfg) or [{"run": 1, "started": runs_now(), "cursors": {}, "partitions": partitions(cfg)}]
+        runs[-1]["finished"] = True  # (an output from before runs were recorded gets its run 1 here)
         save_runs(cfg, runs)
         return stats
     return {}
