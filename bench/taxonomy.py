@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from bestiary.sample_archive.taxonomy_data import write_big_backbone
-from bestiary.taxonomy.backbone import COLUMNS, resolve_all
+from bestiary.taxonomy.backbone import resolve_all
 from bestiary.taxonomy.names import parse_name
 
 # real cases (sample slice and real GBIF rows): given -> accepted (None: must stay unresolved)

@@ -15,6 +15,7 @@ import hashlib
 from collections import Counter
 
 import apache_beam as beam
+import pyarrow as pa
 
 from bestiary.pipelines import io
 from bestiary.pipelines.dedupe import dedupe_audio, dedupe_images
@@ -23,9 +24,7 @@ from bestiary.pipelines.plan import plan_shards
 from bestiary.pipelines.runner import make_pipeline
 from bestiary.pipelines.runs import current_run
 from bestiary.schemas.config import BuildConfig
-from bestiary.schemas.records import REJECT_SCHEMA, reject, to_table
-
-import pyarrow as pa
+from bestiary.schemas.records import REJECT_SCHEMA, to_table
 
 INDEX_SCHEMA = pa.schema([("key", pa.string()), ("status", pa.string()), ("content_hash", pa.string()),
                           ("crawl_run", pa.int64())])
@@ -86,14 +85,10 @@ def shard_incremental(cfg: BuildConfig) -> list[dict]:
     new_audio = [r for r in audio if r["key"] in fresh]
     live_audio = [r for r in audio if r["key"] in published]
     probes = stages.probe(cfg, new_audio + live_audio, images, known)
-    ok_new = []
-    for r in new_audio:
-        pr = probes[r["key"]]
-        if pr.get("reason"):
-            rejects.append(reject(r["key"], "probe", pr["reason"], pr.get("detail") or ""))
-        else:
-            ok_new.append({**r, "pcm_sha256": pr["pcm_sha256"], "original_sample_rate": pr["sample_rate"]})
-    ok_images = [i for i in images if not probes[i["key"]].get("reason")]
+    ok_new, ok_images, probe_rejects, broken = stages.probe_outcomes(new_audio, images, probes)
+    rejects += probe_rejects
+    for reason, n in broken.items():
+        excluded[reason] = excluded.get(reason, 0) + n
     kept, dup_rejects = dedupe_audio(live_audio + ok_new, probes, frozenset(published))
     rejects += [r for r in dup_rejects if r["key"] in fresh]
     kept_new = [r for r in kept if r["key"] in fresh]

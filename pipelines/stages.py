@@ -205,30 +205,37 @@ def probe(cfg: BuildConfig, audio: list[dict], images: list[dict], known: dict[s
     return {r["key"]: r for r in io.read_rows(path(cfg, "catalog", "probes.parquet"))}
 
 
-def deduplicated(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
-    """Selected, probed and deduplicated records; rejects; counts of images left out by reason."""
-    audio, images, rejects, excluded = select(cfg)
-    probes = probe(cfg, audio, images)
-    ok_audio = []
+def probe_outcomes(audio: list[dict], images: list[dict], probes: dict[str, dict]) -> tuple[list, list, list, Counter]:
+    """Records whose media decoded (audio with its PCM hash), rejects for the rest, broken images by reason."""
+    ok_audio, ok_images, rejects, broken = [], [], [], Counter()
     for r in audio:
         pr = probes[r["key"]]
         if pr.get("reason"):
             rejects.append(reject(r["key"], "probe", pr["reason"], pr.get("detail") or ""))
         else:
             ok_audio.append({**r, "pcm_sha256": pr["pcm_sha256"], "original_sample_rate": pr["sample_rate"]})
-    ok_images = []
     for r in images:
         pr = probes[r["key"]]
         if pr.get("reason"):  # a broken image is a reject too; its recordings pair with another image
             rejects.append(reject(r["key"], "probe", pr["reason"], pr.get("detail") or ""))
-            excluded[pr["reason"]] = excluded.get(pr["reason"], 0) + 1
+            broken[pr["reason"]] += 1
         else:
             ok_images.append(r)
+    return ok_audio, ok_images, rejects, broken
+
+
+def deduplicated(cfg: BuildConfig) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """Selected, probed and deduplicated records; rejects; counts of images left out by reason."""
+    audio, images, rejects, excluded = select(cfg)
+    probes = probe(cfg, audio, images)
+    ok_audio, ok_images, probe_rejects, broken = probe_outcomes(audio, images, probes)
+    for reason, n in broken.items():
+        excluded[reason] = excluded.get(reason, 0) + n
     audio, dup_rejects = dedupe_audio(ok_audio, probes)
     images, dropped = dedupe_images(ok_images, probes)
     if dropped:
         excluded["duplicate_image"] = dropped
-    return audio, images, rejects + dup_rejects, excluded
+    return audio, images, rejects + probe_rejects + dup_rejects, excluded
 
 
 def shard(cfg: BuildConfig) -> list[dict]:
