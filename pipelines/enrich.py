@@ -265,6 +265,9 @@ NOT_SPECIES = {"genus", "spuh", "hybrid", "slash", "uncertain", "intergrade", "d
 
 def record_taxa(cfg: BuildConfig) -> tuple[dict[str, dict], dict[str, dict]]:
     """(record key -> its taxon with lineage, method and traits), (record key -> resolution row)."""
+    if not io.exists(path(cfg, "catalog", "resolutions.parquet")):
+        raise ValueError(f"{cfg.out}: no catalog/resolutions.parquet (written by an older bestiary?): "
+                         "run `bestiary enrich CONFIG --force`")
     taxa = {t["taxon_id"]: t for t in io.read_rows(path(cfg, "catalog", "taxa.parquet"))}
     traits = {}
     for t in io.read_rows(path(cfg, "catalog", "traits.parquet")):
