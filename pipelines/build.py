@@ -88,8 +88,11 @@ def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False,
     if incremental:
         if not io.exists(io.join(cfg.out, "shards", "manifest.json")) or not stage_done(cfg, "shard"):
             raise ConfigError(f"{cfg.out} has no finished build to add to: run a full `bestiary build` first")
-        last = load_runs(cfg)[-1]
-        if last.get("finished"):  # else the last incremental run was cut short: finish it
+        runs = load_runs(cfg)
+        if not runs or not io.exists(io.join(cfg.out, "state", "index.parquet")):
+            raise ConfigError(f"{cfg.out} was built before runs and the record index were kept: run "
+                              "`bestiary build CONFIG` once (it records both), then --incremental")
+        if runs[-1].get("finished"):  # else the last incremental run was cut short: finish it
             start_incremental(cfg, io.read_rows(io.join(cfg.out, "catalog", "recordings.parquet")) +
                               io.read_rows(io.join(cfg.out, "catalog", "images.parquet")))
         force = True
@@ -131,7 +134,7 @@ def finalize(cfg: BuildConfig) -> dict:
     rejects = list({(r["stage"], r["key"], r["reason"]): r for r in rejects}.values())
     rejects.sort(key=lambda r: (r["stage"], r["key"], r["reason"]))
     io.write_table(io.join(cfg.out, "rejects.parquet"), to_table(rejects, REJECT_SCHEMA))
-    stats = build_stats(cfg, sidecars, rejects, live)
+    stats = build_stats(cfg, sidecars, rejects, live, present)
     io.write_json(io.join(cfg.out, "stats.json"), stats)
     # the versioned manifest first, then the latest: a reader of manifest.json never sees a half-written run
     io.write_json(io.join(cfg.out, "shards", f"manifest-v{run}.json"), manifest)
@@ -169,10 +172,9 @@ def manifest_from(cfg: BuildConfig, sidecars: list[dict], deleted: list[str] | N
     }
 
 
-def build_stats(cfg: BuildConfig, sidecars: list[dict], rejects: list[dict], live: set[str] | None = None) -> dict:
+def build_stats(cfg: BuildConfig, sidecars: list[dict], rejects: list[dict], in_samples: set[str],
+                audio_keys: set[str]) -> dict:
     """Per-stage counts and the balance: every audio record is in a sample or in rejects."""
-    audio_keys = {r["key"] for r in io.read_rows(io.join(cfg.out, "catalog", "recordings.parquet"))}
-    in_samples = live if live is not None else {k for s in sidecars for k in s["recordings"]}
     rejected_audio = {r["key"] for r in rejects if r["key"] in audio_keys}
     unparseable = [r for r in rejects if r["stage"] == "crawl" and r["key"] not in audio_keys]
     stats = {name: io.read_json(io.join(cfg.out, "work", f"stats-{name}.json"))

@@ -115,3 +115,14 @@ def test_incremental_needs_a_finished_build(archive_server, tmp_path):
     _, url = archive_server
     with pytest.raises(ConfigError, match="full `bestiary build` first"):
         build(parse_config(tiny_config(url, str(tmp_path / "none"))), incremental=True)
+
+
+def test_incremental_on_an_output_without_a_record_index_says_what_to_run(tiny_build, tmp_path):
+    """An output from before runs and the index were kept: a clear error, not a crash half-way."""
+    import shutil
+    cfg, _ = tiny_build
+    out = tmp_path / "old"
+    shutil.copytree(cfg.out, out)
+    os.remove(out / "state" / "index.parquet")
+    with pytest.raises(ConfigError, match="run `bestiary build CONFIG` once"):
+        build(cfg.model_copy(update={"out": str(out)}), incremental=True)

@@ -115,8 +115,9 @@ def evaluate(checkpoint: str, shards_dir: str, splits: dict[str, str] | None = N
         emb = embed_split(model, shards_dir, split, image_size=image_size)
         if not emb["species"]:
             continue
-        for k in pooled:
-            pooled[k].append(emb[k]) if k == "audio" else pooled[k].extend(emb[k])
+        pooled["audio"].append(emb["audio"])
+        pooled["species"] += emb["species"]
+        pooled["traits"] += emb["traits"]
         report["zero_shot"][label] = {}
         for kind in KINDS:
             names, cls = class_embeddings(model, tok, emb["meta"], kind)
