@@ -53,7 +53,7 @@ def incremental(scale: float, share: float) -> None:
         stats = build(grown, incremental=True)
         t_incr = time.perf_counter() - t
         after = dict(state.counts)
-        rejects = {r["key"]: r["stage"] for r in io.read_rows(os.path.join(tmp, "grown", "rejects.parquet"))}
+        rejects = {r["key"]: r["stage"] for r in io.read_rows(os.path.join(tmp, "grown", "rejects"))}
         usable = sum(1 for r in newest if rejects.get(f"xeno-canto:{r.id}") not in ("select", "enrich"))
         media = media_requests(before, after)
         full = config(url, os.path.join(tmp, "full"))

@@ -17,10 +17,10 @@ from pathlib import Path
 import openai
 import yaml
 
-from bestiary.captioning.cache import CaptionCache, cache_key
+from bestiary.captioning.cache import Budget, CaptionCache, cache_key
 from bestiary.captioning.scrub import scrub, sensitive_terms
 from bestiary.captioning.validate import check_caption
-from bestiary.connectors.http import TokenBucket
+from bestiary.connectors.http import Pacer
 from bestiary.schemas.config import LLMConfig
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
@@ -95,16 +95,17 @@ class Tally:
 
 
 class LLMCaptioner:
-    """One per worker: an openai client, a rate limiter, the shared cache and budget."""
+    """One per run (the LLM host's group): an openai client, a pacer, the shared cache and the run's budget."""
 
-    def __init__(self, cfg: LLMConfig, cache_path: str, run_id: str):
-        self.cfg, self.run_id = cfg, run_id
+    def __init__(self, cfg: LLMConfig, cache_root: str):
+        self.cfg = cfg
         self.prompt = Prompt.load(cfg.prompt_file)
         key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         self.client = openai.OpenAI(base_url=cfg.base_url, api_key=key or "not-needed", timeout=cfg.timeout_s,
                                     max_retries=cfg.max_retries)
-        self.bucket = TokenBucket(cfg.requests_per_second)  # burst of one: never above the limit
-        self.cache = CaptionCache(cache_path)
+        self.bucket = Pacer(cfg.requests_per_second)  # no burst: never above the limit
+        self.cache = CaptionCache(cache_root)
+        self.budget = Budget(cfg.max_requests, cfg.max_tokens)
         self.tally = Tally()
 
     def caption(self, inputs: dict, terms: list[str]) -> tuple[str | None, str | None, bool]:
@@ -115,7 +116,7 @@ class LLMCaptioner:
             self.tally.add(cache_hits=1)
             text, meta = hit
             return (text, None, True) if text else (None, meta.get("reason"), True)
-        if not self.cache.spend(self.run_id, 1, 0, self.cfg.max_requests, self.cfg.max_tokens):
+        if not self.budget.spend(1, 0):
             return None, "budget_exhausted", False
         text, reason = self._ask(inputs)
         if text is not None:
@@ -149,7 +150,7 @@ class LLMCaptioner:
         usage = getattr(resp, "usage", None)
         if usage is not None:
             self.tally.add(prompt_tokens=usage.prompt_tokens or 0, completion_tokens=usage.completion_tokens or 0)
-            self.cache.spend(self.run_id, 0, usage.total_tokens or 0, None, None)
+            self.budget.spend(0, usage.total_tokens or 0)
         if not getattr(resp, "choices", None):
             return None, "empty_choice"
         msg = resp.choices[0].message

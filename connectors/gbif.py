@@ -36,6 +36,7 @@ def parse_match(body: dict) -> dict | None:
 import json as _json  # noqa: E402
 import re as _re  # noqa: E402
 
+from bestiary.connectors.base import Connector, PagingChanged  # noqa: E402
 from bestiary.connectors.fields import blank_to_none, lat_lon, parse_date  # noqa: E402
 from bestiary.connectors.licenses import normalize_license  # noqa: E402
 from bestiary.schemas.records import empty_catalog_row  # noqa: E402
@@ -102,3 +103,35 @@ def normalize_occurrence(occ: dict) -> list[dict]:
                    or blank_to_none(occ.get("recordedBy")))
         rows.append(row)
     return rows
+
+
+class GbifOccurrences(Connector):
+    name, code, priority = SOURCE, "gbif", 3
+
+    def pages(self, client, src, query, cursor):
+        from bestiary.connectors.http import FetchError
+        total = None
+        while True:
+            offset = cursor or 0
+            url, params = occurrence_request(src.base_url, dict(query), offset, src.per_page)
+            records, end, count = parse_occurrence_page(client.get_json(url, params))
+            if total is not None and count != total:  # offset paging shifts too
+                raise PagingChanged(f"count {total} -> {count} at offset {offset}")
+            total = count
+            nxt = offset + len(records)
+            if not end and records and nxt + min(src.per_page, MAX_LIMIT) > MAX_OFFSET:
+                raise FetchError("gbif_offset_limit", "over 100,000 results: split the query or use a GBIF download")
+            cursor = nxt if records and not end else None
+            yield records, cursor
+            if cursor is None:
+                return
+
+    def normalize(self, src, record):
+        return normalize_occurrence(record)
+
+    @staticmethod
+    def record_id(record):
+        return str(record.get("key") or record.get("gbifID") or "?") if isinstance(record, dict) else "?"
+
+
+CONNECTORS = [GbifOccurrences()]

@@ -1,14 +1,16 @@
 """The one HTTP policy every connector shares.
 
-A requests session with urllib3 retries (429, 5xx, resets; Retry-After
-honoured), connect/read timeouts, a User-Agent naming bestiary, a per-host
-token-bucket rate limit, a maximum body size and content-type checks; and a
-content-addressed media cache so nothing is downloaded twice.
+A requests session with retries (429, 5xx, resets; Retry-After honoured),
+connect/read timeouts, a User-Agent naming bestiary, a per-host pacer (every
+attempt, retries included, takes a tick), a maximum body size and
+content-type checks.
 """
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -59,25 +61,26 @@ class FetchError(RuntimeError):
         self.detail = detail
 
 
-class TokenBucket:
-    """At most `rate` requests per second on average, bursts of `burst`."""
+class Pacer:
+    """At most `rate` requests per second, with no burst: time is cut into ticks of 1/rate s on the wall
+    clock and each request takes the next free tick.  One pacer per host and process; the stages give
+    a rate-limited host to one process at a time (pipelines/hosts.py), so the rate holds for the run."""
 
-    def __init__(self, rate: float, burst: float = 1.0):
-        self.rate, self.capacity = rate, burst
-        self.tokens, self.stamp = burst, time.monotonic()
+    def __init__(self, rate: float, clock=time.time, sleep=time.sleep):
+        self.tick = 1.0 / rate
+        self.clock, self.sleep = clock, sleep
+        self.last: int | None = None
         self.lock = threading.Lock()
 
     def acquire(self) -> None:
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                wait = (1 - self.tokens) / self.rate
-            time.sleep(wait)
+        with self.lock:
+            k = math.ceil(self.clock() / self.tick)
+            if self.last is not None and k <= self.last:
+                k = self.last + 1
+            self.last = k
+        wait = k * self.tick - self.clock()
+        if wait > 0:
+            self.sleep(wait)
 
 
 AUDIO_TYPES = ("audio/", "application/octet-stream", "binary/octet-stream")  # what a media URL may answer
@@ -91,7 +94,7 @@ TRANSIENT = {"http_body_incomplete", "http_timeout", "http_connection", "http_re
 class HttpPolicy:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
-    retries: int = 5                 # urllib3: statuses 429/5xx, connect and read errors
+    retries: int = 5                 # statuses 429/5xx, connect and read errors; each attempt is paced
     body_retries: int = 3            # ours: bodies cut short, invalid JSON, an HTML page instead of JSON
     backoff: float = 0.5
     max_body_bytes: int = 512 * 1024 * 1024
@@ -99,65 +102,93 @@ class HttpPolicy:
     offline: bool = False            # a rebuild: every request is refused, everything must come from caches
 
 
+RETRY_STATUS = (429, 500, 502, 503, 504)
+MAX_RETRY_AFTER = 120.0  # seconds: a longer Retry-After is obeyed up to this
+
+
 def make_session(policy: HttpPolicy) -> requests.Session:
-    retry = Retry(
-        total=policy.retries, connect=policy.retries, read=policy.retries, status=policy.retries,
-        backoff_factor=policy.backoff, backoff_jitter=0.25,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=frozenset({"GET", "HEAD"}),
-        respect_retry_after_header=True, raise_on_status=False,
-    )
+    """A session without urllib3's own retries: every attempt goes through the host's pacer (HttpClient)."""
     s = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
+    adapter = HTTPAdapter(max_retries=Retry(total=0, connect=0, read=0, redirect=10, status=0,
+                                             raise_on_status=False, raise_on_redirect=True), pool_maxsize=16)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     s.headers["User-Agent"] = USER_AGENT
     return s
 
 
+def retry_after(resp: requests.Response) -> float | None:
+    """Seconds a 429/503 asks us to wait (Retry-After in seconds or as an HTTP date), else None."""
+    value = (resp.headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 class HttpClient:
-    """One session and one rate limiter per host, shared by a worker's connectors."""
+    """One session and one pacer per host, shared by the threads of one process."""
 
     def __init__(self, policy: HttpPolicy | None = None):
         self.policy = policy or HttpPolicy()
         self.session = make_session(self.policy)
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: dict[str, Pacer] = {}
         self._lock = threading.Lock()
         self.requests_made = 0
 
-    def _bucket(self, host: str) -> TokenBucket | None:
-        rate = self.policy.rates.get(host, DEFAULT_RATES.get(host.split(":")[0]))
+    def _pacer(self, host: str) -> Pacer | None:
+        rate = rate_for(host, self.policy)
         if not rate:
             return None
         with self._lock:
-            return self._buckets.setdefault(host, TokenBucket(rate))
+            return self._buckets.setdefault(host, Pacer(rate))
+
+    def _backoff(self, attempt: int) -> float:
+        return self.policy.backoff * 2 ** attempt * random.uniform(0.75, 1.25)
 
     def get(self, url: str, params: dict | None = None, expect: tuple[str, ...] = ()) -> requests.Response:
-        """GET with the policy; raises FetchError with a reason code on final failure."""
+        """GET with the policy; raises FetchError with a reason code on final failure.  429 and 5xx are
+        retried with backoff (Retry-After honoured), connect and read errors too; each attempt takes a tick
+        of the host's pacer, so retries count against its rate."""
         if self.policy.offline:
             raise FetchError("offline", f"not in the caches: {_safe(url)}")
         host = urlsplit(url).netloc
-        bucket = self._bucket(host)
-        if bucket:
-            bucket.acquire()
-        self.requests_made += 1
-        try:
-            resp = self.session.get(url, params=params, stream=True,
-                                    timeout=(self.policy.connect_timeout, self.policy.read_timeout))
-        except requests.exceptions.RetryError as err:
-            raise FetchError("http_retries_exhausted", _safe(str(err))) from None
-        except requests.exceptions.ConnectionError as err:
-            raise FetchError("http_connection", _safe(str(err))) from None
-        except requests.exceptions.Timeout as err:
-            raise FetchError("http_timeout", _safe(str(err))) from None
-        if resp.status_code >= 400:
-            resp.close()
-            raise FetchError(f"http_{resp.status_code}", _safe(url))
-        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if expect and not any(ctype.startswith(e) for e in expect):
-            resp.close()
-            raise FetchError("bad_content_type", f"{ctype or 'none'} for {_safe(url)}")
-        return resp
+        pacer = self._pacer(host)
+        for attempt in range(self.policy.retries + 1):
+            last = attempt == self.policy.retries
+            if pacer:
+                pacer.acquire()
+            self.requests_made += 1
+            try:
+                resp = self.session.get(url, params=params, stream=True,
+                                        timeout=(self.policy.connect_timeout, self.policy.read_timeout))
+            except requests.exceptions.Timeout as err:
+                if last:
+                    raise FetchError("http_timeout", _safe(str(err))) from None
+            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
+                if last:
+                    raise FetchError("http_connection", _safe(str(err))) from None
+            else:
+                if resp.status_code in RETRY_STATUS and not last:
+                    wait = retry_after(resp)
+                    resp.close()
+                    time.sleep(min(MAX_RETRY_AFTER, wait if wait is not None else self._backoff(attempt)))
+                    continue
+                if resp.status_code >= 400:
+                    resp.close()
+                    raise FetchError(f"http_{resp.status_code}", _safe(url))
+                ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if expect and not any(ctype.startswith(e) for e in expect):
+                    resp.close()
+                    raise FetchError("bad_content_type", f"{ctype or 'none'} for {_safe(url)}")
+                return resp
+            time.sleep(self._backoff(attempt))
+        raise FetchError("http_retries_exhausted", _safe(url))  # not reached: the last attempt raises
 
     def with_retries(self, fn, retry_on: set[str] = TRANSIENT):
         """Call fn, again after a jittered backoff while it fails with a transient reason."""
@@ -200,6 +231,11 @@ class HttpClient:
             except ValueError:
                 raise FetchError("invalid_json", f"{len(body)} bytes from {_safe(url)}") from None
         return self.with_retries(once, TRANSIENT | {"bad_content_type"})
+
+
+def rate_for(host: str, policy: HttpPolicy) -> float | None:
+    """Requests per second allowed to a host: the config's, else the archive's documented ask, else None."""
+    return policy.rates.get(host) or DEFAULT_RATES.get(host.split(":")[0])
 
 
 def _safe(text: str) -> str:

@@ -12,6 +12,7 @@ import io as _io
 import json
 from collections.abc import Iterator
 
+from bestiary.connectors.base import Connector
 from bestiary.connectors.fields import blank_to_none, lat_lon, parse_date
 from bestiary.connectors.licenses import normalize_license
 from bestiary.schemas.records import empty_catalog_row
@@ -73,3 +74,32 @@ def normalize_dump(observations: bytes, photos: bytes, taxa: bytes, observers: b
     """Image rows for every photo in the dump, joined to its observation, taxon and observer."""
     for j in joined_photos(observations, photos, taxa, observers):
         yield from normalize_photo(j["photo"], j["observation"], j["taxon"], j["observer"], base)
+
+
+DUMP_FILES = ("observations", "photos", "taxa", "observers")
+
+
+class INaturalistOpenData(Connector):
+    """The bulk dump; its query names the four files (paths or URLs), its base_url is the photo bucket."""
+    name, code, priority, bulk = "inaturalist-open-data", "inat", 1, True
+
+    def pages(self, client, src, query, cursor):
+        from bestiary.connectors.macaulay import bulk_pages, read_file
+        query = dict(query)
+        missing = [k for k in DUMP_FILES if k not in query]
+        if missing:
+            raise ValueError(f"inaturalist-open-data query lacks {', '.join(missing)}")
+        files = {k: read_file(client, str(query[k])) for k in DUMP_FILES}
+        yield from bulk_pages(list(joined_photos(**files)), cursor)
+
+    def normalize(self, src, record):
+        return normalize_photo(record["photo"], record["observation"], record["taxon"], record["observer"],
+                               src.base_url)
+
+    @staticmethod
+    def record_id(record):
+        photo = record.get("photo") if isinstance(record, dict) else None
+        return str((photo or {}).get("photo_id", "?"))
+
+
+CONNECTORS = [INaturalistOpenData()]

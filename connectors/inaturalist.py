@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 
+from bestiary.connectors.base import Connector
 from bestiary.connectors.fields import blank_to_none, lat_lon, parse_date, to_float
 from bestiary.connectors.licenses import normalize_license
 from bestiary.schemas.records import empty_catalog_row
@@ -82,3 +83,32 @@ def normalize(obs: dict) -> list[dict]:
         )
         rows.append(row)
     return rows
+
+
+class INaturalist(Connector):
+    name, code, priority = SOURCE, "inat", 1
+    cursor_field, id_ranges = "observation_id", True   # observation ids: what `id_above` pages on
+
+    def pages(self, client, src, query, cursor):
+        while True:
+            above = cursor or int(dict(query).get("id_above", 0))
+            url, params = page_request(src.base_url, dict(query), above, src.per_page)
+            records = parse_page(client.get_json(url, params))
+            ids = [int(r["id"]) for r in records if isinstance(r, dict) and str(r.get("id", "")).isdigit()]
+            cursor = max(ids) if ids else None
+            yield records, cursor
+            if cursor is None:
+                return
+
+    def normalize(self, src, record):
+        return normalize(record)
+
+    def with_id_range(self, query, lo, hi):
+        return {**dict(query), "id_above": lo - 1, "id_below": hi + 1}
+
+    def delta_queries(self, query, cursor, watermark):
+        q = {k: v for k, v in dict(query).items() if k not in ("id_above", "id_below")}
+        return [("new", "new", {**q, "id_above": cursor or 0}), ("since", "updated", {**q, "updated_since": watermark})]
+
+
+CONNECTORS = [INaturalist()]

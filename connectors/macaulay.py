@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
+from bestiary.connectors.base import Connector
 from bestiary.connectors.fields import blank_to_none, lat_lon, parse_date, to_float
 from bestiary.connectors.licenses import normalize_license
 from bestiary.schemas.records import empty_catalog_row
@@ -103,3 +105,62 @@ def normalize_export_row(row: dict, media_base: str, license_override: str | Non
         raw=json.dumps(row, sort_keys=True, ensure_ascii=False),
     )
     return [out]
+
+
+BULK_PAGE = 10_000  # records per kept page of a bulk file source
+
+
+def bulk_pages(records: list[dict], cursor) -> Iterator[tuple[list[dict], int | None]]:
+    """A file read whole, kept in pages of BULK_PAGE records (the cursor is the next record's index)."""
+    start = cursor or 0
+    for lo in range(start, len(records), BULK_PAGE):
+        hi = min(len(records), lo + BULK_PAGE)
+        yield records[lo:hi], hi if hi < len(records) else None
+    if start >= len(records):
+        yield [], None
+
+
+def read_file(client, where: str) -> bytes:
+    """A bulk file from a URL (the HTTP policy applies) or a path (local, gs://, s3://)."""
+    if where.startswith(("http://", "https://")):
+        return client.get_bytes(where)
+    from bestiary.pipelines import io  # FileSystems paths
+    return io.read_bytes(where)
+
+
+class Macaulay(Connector):
+    name, code, priority = SOURCE, "ml", 2
+
+    def pages(self, client, src, query, cursor):
+        seen = set()
+        while True:
+            url, params = page_request(src.base_url, dict(query), cursor, src.per_page)
+            records, nxt = parse_page(client.get_json(url, params))
+            seen.add(cursor)
+            cursor = nxt if records and nxt and nxt not in seen else None
+            yield records, cursor
+            if cursor is None:
+                return
+
+    def normalize(self, src, record):
+        return normalize(record, src.media_base_url or src.base_url, src.license_override)
+
+
+class MacaulayExport(Connector):
+    name, code, priority, bulk = "macaulay-export", "ml", 2, True
+
+    def pages(self, client, src, query, cursor):
+        yield from bulk_pages(read_export(read_file(client, str(query))), cursor)
+
+    def normalize(self, src, record):
+        return normalize_export_row(record, src.media_base_url or src.base_url, src.license_override)
+
+    def parse_query(self, text):
+        return text.strip()
+
+    @staticmethod
+    def record_id(record):
+        return str(record.get("ML Catalog Number", "?")) if isinstance(record, dict) else "?"
+
+
+CONNECTORS = [Macaulay(), MacaulayExport()]

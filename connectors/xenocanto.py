@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+from bestiary.connectors.base import Connector, PagingChanged
 from bestiary.connectors.fields import absolute_url, blank_to_none, lat_lon, parse_date, parse_length
 from bestiary.connectors.licenses import normalize_license
 from bestiary.schemas.records import empty_catalog_row
@@ -55,3 +56,42 @@ def normalize(rec: dict) -> list[dict]:
 def api_key(env_name: str | None) -> str | None:
     """The key is read from the environment at request time and never stored."""
     return os.environ.get(env_name) if env_name else None
+
+
+class XenoCanto(Connector):
+    name, code, priority = SOURCE, "xc", 0
+    cursor_field, id_ranges = "source_id", True
+
+    def pages(self, client, src, query, cursor):
+        total = None
+        while True:
+            page = cursor or 1
+            url, params = page_request(src.base_url, str(query), page, src.per_page, api_key(src.api_key_env))
+            body = client.get_json(url, params)
+            records, pages = parse_page(body)
+            count = int(body.get("numRecordings") or 0)
+            if total is not None and count != total:  # a record came or went: later pages shifted
+                raise PagingChanged(f"numRecordings {total} -> {count} at page {page}")
+            total = count
+            cursor = page + 1 if page < pages and records else None
+            yield records, cursor
+            if cursor is None:
+                return
+
+    def normalize(self, src, record):
+        return normalize(record)
+
+    def with_id_range(self, query, lo, hi):
+        return f"{query} nr:{lo}-{hi}"
+
+    def delta_queries(self, query, cursor, watermark):
+        return [("new", "new", f"{query} nr:{(cursor or 0) + 1}-999999999"),
+                ("since", "updated", f"{query} since:{watermark[:10]}")]
+
+    def parse_query(self, text):
+        if not text.strip():
+            raise ValueError("--query for xeno-canto is a tag query such as 'grp:birds gen:Parus'")
+        return text
+
+
+CONNECTORS = [XenoCanto()]

@@ -222,23 +222,24 @@ def check_recording(info: AudioInfo, min_source_rate: int, min_seconds: float,
         raise AudioError("truncated_audio", f"{info.seconds:.1f} s of the {declared_seconds:.1f} s the archive lists")
 
 
-def make_clips(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_clips: int = 3,
-               min_seconds: float = 1.0, min_source_rate: int = 8000,
-               silence_db: float = -60.0, max_clipped: float = 0.01) -> tuple[AudioInfo, list[Clip]]:
-    """Salient clips of one recording, each 48 kHz mono FLAC of exactly `clip_seconds`.
+def _envelope_step(chunk: np.ndarray, hop: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Mean squares of the whole hops in `chunk`, and what is left over for the next block."""
+    n = len(chunk) // hop
+    done = (chunk[: n * hop].reshape(n, hop) ** 2).mean(axis=1) if n else None
+    return done, chunk[n * hop:]
 
-    Raises AudioError with a reason code when the recording as a whole is unusable.
-    """
-    src = _Source(data)
-    info = src.info
-    check_recording(info, min_source_rate, min_seconds)
-    env = energy_envelope(src)
+
+def clips_from(read_window, info: AudioInfo, env: np.ndarray, rate: int, clip_seconds: float, max_clips: int,
+               silence_db: float = -60.0, max_clipped: float = 0.01) -> list[Clip]:
+    """The chosen windows, each resampled to `rate`, padded to exactly `clip_seconds`, FLAC-encoded.
+    `read_window(start, frames)` gives mono samples at the source rate.  Raises AudioError when silent or
+    clipped throughout."""
     hop = max(1, int(HOP_SECONDS * info.sample_rate))
     clip_hops = int(round(clip_seconds / HOP_SECONDS))
     clips = []
     for start_hop in select_windows(env, clip_hops, max_clips):
         start = start_hop * hop
-        mono = src.read(start, int(clip_seconds * info.sample_rate))
+        mono = read_window(start, int(clip_seconds * info.sample_rate))
         present = len(mono) / info.sample_rate
         out = soxr.resample(mono, info.sample_rate, rate, quality="HQ") if info.sample_rate != rate else mono
         want = int(round(clip_seconds * rate))
@@ -251,7 +252,66 @@ def make_clips(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_c
         raise AudioError("silent", f"loudest window {max((c.rms_db for c in clips), default=-200):.1f} dBFS")
     if all(c.clipped_fraction > max_clipped for c in clips):
         raise AudioError("clipping", f"{clips[0].clipped_fraction:.1%} of samples at full scale")
-    return info, [c for c in clips if c.rms_db >= silence_db and c.clipped_fraction <= max_clipped]
+    return [c for c in clips if c.rms_db >= silence_db and c.clipped_fraction <= max_clipped]
+
+
+def make_clips(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_clips: int = 3,
+               min_seconds: float = 1.0, min_source_rate: int = 8000,
+               silence_db: float = -60.0, max_clipped: float = 0.01) -> tuple[AudioInfo, list[Clip]]:
+    """Salient clips of one recording, each 48 kHz mono FLAC of exactly `clip_seconds`.
+
+    Raises AudioError with a reason code when the recording as a whole is unusable.
+    """
+    src = _Source(data)
+    info = src.info
+    check_recording(info, min_source_rate, min_seconds)
+    return info, clips_from(src.read, info, energy_envelope(src), rate, clip_seconds, max_clips, silence_db,
+                            max_clipped)
+
+
+KEEP_SAMPLES = 16_000_000   # decoded samples kept for the clips after the one pass (64 MB); longer: seek again
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything one pass over a recording gives: info, PCM hash, fingerprint codes, clips."""
+    info: AudioInfo
+    pcm_sha256: str
+    codes: np.ndarray
+    clips: list[Clip]
+
+
+def analyze_audio(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_clips: int = 3,
+                  min_seconds: float = 1.0, min_source_rate: int = 8000,
+                  declared_seconds: float | None = None) -> Analysis:
+    """Decode once: the PCM hash, the spectral fingerprint and the energy envelope in one streaming pass,
+    then the clips from the samples kept (recordings up to KEEP_SAMPLES) or by seeking (longer ones)."""
+    from bestiary.media.fingerprints import Fingerprinter
+
+    src = _Source(data)
+    info = src.info
+    check_recording(info, min_source_rate, min_seconds, declared_seconds)
+    fp = Fingerprinter(info.sample_rate)
+    hop = max(1, int(HOP_SECONDS * info.sample_rate))
+    env, carry = [], np.zeros(0, np.float32)
+    kept: list[np.ndarray] | None = [] if info.frames <= KEEP_SAMPLES else None
+    for block in src.blocks(int(5 * info.sample_rate)):
+        fp.update(block)
+        done, carry = _envelope_step(np.concatenate([carry, block]), hop)
+        if done is not None:
+            env.append(done)
+        if kept is not None:
+            kept.append(block)
+    if len(carry):
+        env.append(np.array([(carry ** 2).mean()], np.float32))
+    sha, codes = fp.result()
+    envelope = np.concatenate(env) if env else np.zeros(0, np.float32)
+    if kept is not None:
+        whole = np.concatenate(kept) if kept else np.zeros(0, np.float32)
+        read = lambda start, frames: whole[start:start + frames]  # noqa: E731
+    else:
+        read = src.read
+    return Analysis(info, sha, codes, clips_from(read, info, envelope, rate, clip_seconds, max_clips))
 
 
 def fingerprint_audio(data: bytes) -> tuple[AudioInfo, str, np.ndarray]:

@@ -1,42 +1,66 @@
-"""`bestiary build`: the stages in order, skipping finished ones, then manifest, rejects and stats."""
+"""`bestiary build`: the stages in order, skipping finished ones, then the manifest, stats and card.
+
+Each stage is a Beam pipeline over files (crawl, enrich, caption; shard is a
+plan pipeline and a materialize pipeline); a stage whose `work/{stage}.done.json`
+names the same config fingerprint is skipped.  The driver builds graphs that do
+not depend on the record count and reads back O(partitions + shards + species)
+facts: the stages' stats, the shard summaries and the finalize summary.
+"""
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
+
+from urllib.parse import urlsplit
 
 import requests
 
-from bestiary.pipelines import io, stages
-from bestiary.pipelines.dedupe import leak_check
+from bestiary.connectors.http import USER_AGENT, Pacer, policy_from, rate_for
+from bestiary.pipelines import io
+from bestiary.pipelines.caption import OUTPUTS as CAPTION_OUTPUTS
+from bestiary.pipelines.caption import Caption
+from bestiary.pipelines.context import RunContext
+from bestiary.pipelines.crawl import OUTPUTS as CRAWL_OUTPUTS
+from bestiary.pipelines.crawl import Crawl
+from bestiary.pipelines.enrich import OUTPUTS as ENRICH_OUTPUTS
+from bestiary.pipelines.enrich import Enrich
+from bestiary.pipelines.errors import LeakError
+from bestiary.pipelines.finalize import Finalize, accounting, image_account
 from bestiary.pipelines.killpoints import killpoint
-from bestiary.pipelines.runner import configure_filesystems
-from bestiary.pipelines.crawl import partitions
-from bestiary.pipelines.runs import current_run, load_runs, save_runs, start_incremental
-from bestiary.pipelines.runs import now as runs_now
+from bestiary.pipelines.runner import configure_filesystems, pipeline
+from bestiary.pipelines.runs import context, load_runs, save_runs, start_incremental
+from bestiary.pipelines.shard import OUTPUTS as PLAN_OUTPUTS
+from bestiary.pipelines.shard import MaterializePlan, PlanShards
 from bestiary.schemas.config import BuildConfig, ConfigError
-from bestiary.schemas.records import REJECT_SCHEMA, to_table
 
 log = logging.getLogger(__name__)
 STAGES = ("crawl", "enrich", "caption", "shard")
 # which config sections each stage's output depends on (a stage also depends on all before it)
 STAGE_SECTIONS = {"crawl": ("sources",), "enrich": ("taxonomy",), "caption": ("captions",),
                   "shard": ("media", "licenses", "splits", "shards")}
+NEEDS = {"enrich": ("catalog/recordings", "crawl"), "caption": ("catalog/resolutions", "enrich"),
+         "shard": ("catalog/captions", "caption")}
 
 
 def preflight(cfg: BuildConfig, timeout: float = 5.0) -> None:
-    """Every base URL answers (any HTTP status) before work starts; else one clear ConfigError."""
+    """Every base URL answers (any HTTP status) before work starts; else one clear ConfigError.  The look
+    keeps to each host's rate like every other request."""
     for s in cfg.sources:
         if s.api_key_env and not os.environ.get(s.api_key_env):
             raise ConfigError(f"{s.name} needs an API key in the environment variable {s.api_key_env}, which is not set")
     urls = [(s.name, s.base_url) for s in cfg.sources]
     if cfg.taxonomy.gbif_base_url:
         urls.append(("gbif", cfg.taxonomy.gbif_base_url))
+    policy, pacers = policy_from(cfg.http, cfg.sources), {}
     for name, url in urls:
+        host = urlsplit(url).netloc
+        rate = rate_for(host, policy)
+        if rate:
+            pacers.setdefault(host, Pacer(rate)).acquire()
         try:
-            requests.head(url + "/", timeout=timeout, allow_redirects=False)
+            requests.head(url + "/", timeout=timeout, allow_redirects=False, headers={"User-Agent": USER_AGENT})
         except requests.RequestException as err:
             raise ConfigError(f"cannot reach {name} at {url} ({type(err).__name__})") from None
 
@@ -55,17 +79,91 @@ def stage_done(cfg: BuildConfig, stage: str) -> bool:
     return io.exists(p) and io.read_json(p).get("fingerprint") == stage_fingerprint(cfg, stage)
 
 
-def run_stage(cfg: BuildConfig, stage: str, fn: Callable[[BuildConfig], object], force: bool = False) -> bool:
+def _clear(ctx: RunContext, outputs: tuple[str, ...]) -> None:
+    for rel in outputs:
+        io.clear(ctx.path(*rel.split("/")))
+
+
+def _needs(ctx: RunContext, stage: str) -> None:
+    if stage in NEEDS:
+        table, before = NEEDS[stage]
+        if not io.parts(ctx.path(*table.split("/"))):
+            raise ConfigError(f"{ctx.out} has no {table} yet: run `bestiary {before}` (or `bestiary build`) first")
+
+
+def run_crawl(ctx: RunContext) -> None:
+    _clear(ctx, CRAWL_OUTPUTS)
+    with pipeline(ctx.cfg.runner, "crawl", ctx.out) as p:
+        _ = p | "crawl" >> Crawl(ctx)
+
+
+def run_enrich(ctx: RunContext) -> None:
+    _clear(ctx, ENRICH_OUTPUTS)
+    with pipeline(ctx.cfg.runner, "enrich", ctx.out) as p:
+        _ = p | "enrich" >> Enrich(ctx)
+
+
+def run_caption(ctx: RunContext) -> None:
+    _clear(ctx, CAPTION_OUTPUTS)
+    with pipeline(ctx.cfg.runner, "caption", ctx.out) as p:
+        _ = p | "caption" >> Caption(ctx)
+
+
+def _stage_previous_probes(ctx: RunContext) -> None:
+    """Earlier probes become `work/probes-previous` (reused where URL and media settings match); a rebuild
+    probes everything again."""
+    prev = ctx.path("work", "probes-previous")
+    io.clear(prev)
+    if ctx.mode != "rebuild":
+        for part in io.parts(ctx.path("catalog", "probes")):
+            io.rename(part, io.join(prev, io.basename(part)))
+    io.clear(ctx.path("catalog", "probes"))
+
+
+def _drop_unplanned_shards(ctx: RunContext) -> None:
+    """A full build's shards are the plan's: shards of an earlier plan of this output go (tar and records)."""
+    planned = set(io.read_json(ctx.path("work", "shards-planned.json")))
+    for path in io.listdir(ctx.path("work", "shards", "*.json")):
+        name = io.basename(path)[:-len(".json")]
+        if name not in planned:
+            io.delete([p for p in (path, ctx.path("shards", f"{name}.tar"),
+                                   ctx.path("work", "shards", f"{name}.members.parquet"),
+                                   ctx.path("work", "shards", f"{name}.rejects.parquet")) if io.exists(p)])
+
+
+def run_shard(ctx: RunContext) -> None:
+    _stage_previous_probes(ctx)
+    _clear(ctx, PLAN_OUTPUTS)
+    with pipeline(ctx.cfg.runner, "plan", ctx.out) as p:
+        _ = p | "plan" >> PlanShards(ctx)
+    if not ctx.incremental:
+        _drop_unplanned_shards(ctx)
+    with pipeline(ctx.cfg.runner, "materialize", ctx.out) as p:
+        _ = p | "materialize" >> MaterializePlan(ctx)
+
+
+RUNNERS: dict[str, Callable[[RunContext], None]] = {"crawl": run_crawl, "enrich": run_enrich,
+                                                    "caption": run_caption, "shard": run_shard}
+
+
+def run_stage(ctx: RunContext, stage: str, force: bool = False) -> bool:
     """Run one stage unless its outputs are already there for this config; True if it ran."""
-    if not force and stage_done(cfg, stage):
+    if not force and stage_done(ctx.cfg, stage):
         log.info("stage %s: up to date, skipped", stage)
         return False
+    _needs(ctx, stage)
     t0 = time.time()
     log.info("stage %s: running", stage)
-    fn(cfg)
-    io.write_json(_done_path(cfg, stage), {"fingerprint": stage_fingerprint(cfg, stage)})
+    RUNNERS[stage](ctx)
+    io.write_json(_done_path(ctx.cfg, stage), {"fingerprint": stage_fingerprint(ctx.cfg, stage)})
     log.info("stage %s: done in %.1f s", stage, time.time() - t0)
     return True
+
+
+def run_one(cfg: BuildConfig, stage: str) -> None:
+    """One stage now, on what the output holds (no preflight, no skipping): for tools and tests."""
+    configure_filesystems(cfg.runner)
+    run_stage(context(cfg, "full"), stage, force=True)
 
 
 def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False, rebuild: bool = False,
@@ -82,79 +180,81 @@ def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False,
                               "Build the same config into a new folder for a full, reproducible copy.")
         cfg = cfg.model_copy(update={"http": cfg.http.model_copy(update={"offline": True})})
         force = True
-        io.delete(io.listdir(io.join(cfg.out, "shards", "*-[0-9]*.json")))  # every shard is written again
+        io.delete(io.listdir(io.join(cfg.out, "work", "shards", "*.json")))  # every shard is written again
     else:
         preflight(cfg)
     if incremental:
         if not io.exists(io.join(cfg.out, "shards", "manifest.json")) or not stage_done(cfg, "shard"):
             raise ConfigError(f"{cfg.out} has no finished build to add to: run a full `bestiary build` first")
         runs = load_runs(cfg)
-        if not runs or not io.exists(io.join(cfg.out, "state", "index.parquet")):
+        if not runs or not io.parts(io.join(cfg.out, "state", "index")):
             raise ConfigError(f"{cfg.out} was built before runs and the record index were kept: run "
                               "`bestiary build CONFIG` once (it records both), then --incremental")
         if runs[-1].get("finished"):  # else the last incremental run was cut short: finish it
-            start_incremental(cfg, io.read_rows(io.join(cfg.out, "catalog", "recordings.parquet")) +
-                              io.read_rows(io.join(cfg.out, "catalog", "images.parquet")))
+            start_incremental(cfg)
         force = True
     elif not rebuild and not stage_done(cfg, "crawl"):
         save_runs(cfg, [])  # a full crawl is run 1 again, of this config's partitions
+    ctx = context(cfg, "rebuild" if rebuild else "incremental" if incremental else "full")
     ran = False
     for stage in STAGES:
         if stage in only:
             # a stage reruns when one before it ran: its inputs changed
-            ran = run_stage(cfg, stage, getattr(stages, stage), force=force or ran) or ran
+            ran = run_stage(ctx, stage, force=force or ran) or ran
     if "shard" in only:
-        stats = finalize(cfg)
-        runs = load_runs(cfg) or [{"run": 1, "started": runs_now(), "cursors": {}, "partitions": partitions(cfg)}]
-        runs[-1]["finished"] = True  # (an output from before runs were recorded gets its run 1 here)
+        stats = finalize(ctx)
+        runs = load_runs(cfg)
+        runs[-1]["finished"] = True
         save_runs(cfg, runs)
         return stats
     return {}
 
 
-def finalize(cfg: BuildConfig) -> dict:
-    """manifest.json (and manifest-vN.json), sizes.json, rejects.parquet, stats.json, the record index and the
-    dataset card, from the shard sidecars."""
-    from bestiary.pipelines.incremental import sidecars as read_sidecars
-    from bestiary.pipelines.incremental import write_index
-    run = current_run(cfg)
-    sidecars = read_sidecars(cfg)
-    deleted = io.read_json(io.join(cfg.out, "work", "tombstones.json")) if run > 1 else []
-    live = live_records(sidecars, set(deleted))
-    leak_check([m for s in sidecars for m in s["members"]])  # before anything is published
-    manifest = manifest_from(cfg, sidecars, deleted, run)
-    io.write_json(io.join(cfg.out, "shards", "sizes.json"), {s["file"]: s["samples"] for s in sidecars})
-    rejects = []
-    for part in ("rejects-crawl.parquet", "rejects-plan.parquet"):  # select, probe, dedupe and plan rejects
-        rejects += io.read_rows(io.join(cfg.out, "work", part))
-    audio = io.read_rows(io.join(cfg.out, "catalog", "recordings.parquet"))
-    present = {r["key"] for r in audio}
-    for s in sidecars:  # materialize rejects; an earlier run's, only for records still there without a sample
-        rejects += [r for r in s["rejects"] if run == 1 or (r["key"] in present and r["key"] not in live)]
-    rejects = list({(r["stage"], r["key"], r["reason"]): r for r in rejects}.values())
-    rejects.sort(key=lambda r: (r["stage"], r["key"], r["reason"]))
-    io.write_table(io.join(cfg.out, "rejects.parquet"), to_table(rejects, REJECT_SCHEMA))
-    stats = build_stats(cfg, sidecars, rejects, live, present)
-    io.write_json(io.join(cfg.out, "stats.json"), stats)
+def shard_summaries(ctx: RunContext) -> list[dict]:
+    """The shards' summaries (O(shards)): the manifest's rows."""
+    return sorted((io.read_json(p) for p in io.listdir(ctx.path("work", "shards", "*.json"))), key=lambda s: s["name"])
+
+
+def tombstones(ctx: RunContext) -> list[str]:
+    """Every tombstone so far: the last manifest's, and this run's changed and deleted records' samples."""
+    if not ctx.incremental:
+        return []
+    old = io.read_json(ctx.path("shards", "manifest.json")).get("deleted", [])
+    new = ctx.path("work", "tombstones-new.json")
+    return sorted(set(old) | set(io.read_json(new) if io.exists(new) else []))
+
+
+def finalize(ctx: RunContext) -> dict:
+    """The Beam summary, then (nothing is published if it shows a leak) manifest-vN.json and manifest.json,
+    sizes.json, stats.json, the record index and the dataset card."""
+    dead = tombstones(ctx)
+    dead_file = ctx.path("work", "tombstones.json")
+    io.write_json(dead_file, dead)
+    with pipeline(ctx.cfg.runner, "finalize", ctx.out) as p:
+        _ = p | "finalize" >> Finalize(ctx, dead_file)
+    summary = io.read_json(ctx.path("work", "finalize.json"))
+    if summary["leak_count"]:
+        raise LeakError(f"{summary['leak_count']} leak(s) across splits, e.g. {'; '.join(summary['leaks'][:3])}")
+    shards = shard_summaries(ctx)
+    manifest = manifest_from(ctx.cfg, shards, dead, ctx.run)
+    io.write_json(ctx.path("shards", "sizes.json"), {s["file"]: s["samples"] for s in shards})
+    stats = build_stats(ctx, shards, summary, len(dead))
+    io.write_json(ctx.path("stats.json"), stats)
     # the versioned manifest first, then the latest: a reader of manifest.json never sees a half-written run
-    io.write_json(io.join(cfg.out, "shards", f"manifest-v{run}.json"), manifest)
+    io.write_json(ctx.path("shards", f"manifest-v{ctx.run}.json"), manifest)
     killpoint("finalize:manifest")
-    io.write_json(io.join(cfg.out, "shards", "manifest.json"), manifest)
-    write_index(cfg, audio, live)
+    io.write_json(ctx.path("shards", "manifest.json"), manifest)
+    io.clear(ctx.path("state", "index"))
+    for part in io.parts(ctx.path("work", "index")):
+        io.rename(part, ctx.path("state", "index", io.basename(part)))
     from bestiary.pipelines.card import write_card
-    write_card(cfg, manifest, {**stats, "recordings_in_samples_keys": sorted(live)})
+    write_card(ctx.cfg, manifest, stats, summary["card"])
     return stats
 
 
-def live_records(sidecars: list[dict], deleted: set[str]) -> set[str]:
-    """Records with at least one sample that is not a tombstone."""
-    return {m["record"] for s in sidecars for m in s["members"]
-            if any(f"{s['file']}/{k}" not in deleted for k in m.get("samples", [None]))}
-
-
-def manifest_from(cfg: BuildConfig, sidecars: list[dict], deleted: list[str] | None = None, version: int = 1) -> dict:
+def manifest_from(cfg: BuildConfig, shards: list[dict], deleted: list[str] | None = None, version: int = 1) -> dict:
     splits: dict[str, dict] = {}
-    for s in sidecars:
+    for s in shards:
         d = splits.setdefault(s["split"], {"shards": 0, "samples": 0, "bytes": 0, "species": set()})
         d["shards"] += 1
         d["samples"] += s["samples"]
@@ -167,37 +267,22 @@ def manifest_from(cfg: BuildConfig, sidecars: list[dict], deleted: list[str] | N
         "sample_rate": cfg.media.sample_rate, "clip_seconds": cfg.media.clip_seconds,
         "splits": {k: {**{kk: vv for kk, vv in v.items() if kk != "species"}, "species": sorted(v["species"])}
                    for k, v in sorted(splits.items())},
-        "shards": [{k: s[k] for k in ("name", "file", "split", "samples", "bytes", "sha256")} for s in sidecars],
+        "shards": [{k: s[k] for k in ("name", "file", "split", "samples", "bytes", "sha256")} for s in shards],
         "deleted": sorted(deleted or []),   # tombstones '{shard file}/{sample key}': readers skip them
     }
 
 
-def build_stats(cfg: BuildConfig, sidecars: list[dict], rejects: list[dict], in_samples: set[str],
-                audio_keys: set[str]) -> dict:
+def build_stats(ctx: RunContext, shards: list[dict], summary: dict, tombstoned: int) -> dict:
     """Per-stage counts and the balance: every audio record is in a sample or in rejects."""
-    rejected_audio = {r["key"] for r in rejects if r["key"] in audio_keys}
-    unparseable = [r for r in rejects if r["stage"] == "crawl" and r["key"] not in audio_keys]
-    stats = {name: io.read_json(io.join(cfg.out, "work", f"stats-{name}.json"))
-             for name in ("crawl", "enrich", "caption", "plan")}
-    stats["shard"] = {
-        "shards": len(sidecars), "samples": sum(s["samples"] for s in sidecars),
-        "samples_by_split": dict(sorted(Counter({s["split"]: 0 for s in sidecars}).items())),
-        "audio_hours": round(sum(s["seconds"] for s in sidecars) / 3600, 3),
-    }
-    for s in sidecars:
-        stats["shard"]["samples_by_split"][s["split"]] += s["samples"]
-    stats["rejects_by_reason"] = dict(sorted(Counter(f"{r['stage']}/{r['reason']}" for r in rejects).items()))
-    image_keys = {r["key"] for r in io.read_rows(io.join(cfg.out, "catalog", "images.parquet"))}
-    paired = {m["image"] for s in sidecars for m in s["members"]}
-    image_rejects = {r["key"] for r in rejects if r["key"] in image_keys}
-    stats["images"] = {"crawled": len(image_keys), "paired_in_samples": len(paired), "rejected": len(image_rejects),
-                       "unused": len(image_keys - paired - image_rejects)}
-    crawled = len(audio_keys) + len(unparseable)
-    stats["accounting"] = {
-        "records_crawled": crawled, "recordings_in_samples": len(in_samples),
-        "records_rejected": len(rejected_audio) + len(unparseable),
-        "overlap": len(in_samples & rejected_audio),
-        "balanced": crawled == len(in_samples) + len(rejected_audio) + len(unparseable) and not (in_samples & rejected_audio),
-    }
+    stats = {name: io.read_json(ctx.path("work", f"stats-{name}.json")) for name in ("crawl", "enrich", "caption", "plan")}
+    by_split: dict[str, int] = {}
+    for s in shards:
+        by_split[s["split"]] = by_split.get(s["split"], 0) + s["samples"]
+    stats["shard"] = {"shards": len(shards), "samples": sum(s["samples"] for s in shards),
+                      "samples_by_split": dict(sorted(by_split.items())), "tombstones": tombstoned,
+                      "audio_hours": round(sum(s["seconds"] for s in shards) / 3600, 3)}
+    stats["rejects_by_reason"] = summary["rejects_by_reason"]
+    stats["images"] = image_account(summary["images"])
+    stats["accounting"] = accounting(summary["audio"])
     return stats
 

@@ -1,16 +1,31 @@
-"""Caption stage: template captions for every recording with a resolved species, plus an
-LLM caption when `captions.llm` is configured (falling back to a template, with the reason)."""
+"""Caption stage: template captions for every recording with a resolved species, plus an LLM caption when
+`captions.llm` is configured (falling back to a template, with the reason).
+
+Recordings meet their resolutions by key (CoGroupByKey); taxa with their traits
+are a side input (bounded by species).  LLM requests are host-keyed: the LLM
+host is rate-limited, so one process asks it, under one pacer and one budget,
+with `concurrency` requests in flight; answers are cached on the output's
+filesystem, where every worker sees them.
+"""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 
 import apache_beam as beam
 
 from bestiary.captioning.templates import all_captions, caption, fields_for, taxonomy_text
+from bestiary.pipelines import io
+from bestiary.pipelines.context import RunContext
+from bestiary.pipelines.hosts import HostWork, KeyByHost
+from bestiary.pipelines.tables import ReadTable, WriteTable
 from bestiary.schemas.config import BuildConfig
+from bestiary.schemas.records import CAPTION_SCHEMA, TAXON_RANKS
+from bestiary.taxonomy.traits import TRAITS
 
 LLM_FALLBACK_KIND = "taxonomy_common"
+RECORD_COLUMNS = ["key", "common_name", "remarks", "recordist", "country", "attribution", "sound_type"]
+OUTPUTS = ("catalog/captions",)
 
 
 def _lineage(taxon: dict) -> dict:
@@ -36,30 +51,114 @@ def caption_row(rec: dict, taxon: dict, default_kind: str, llm: dict | None = No
             "completion_tokens": llm["completion_tokens"] if llm else 0}
 
 
-class CaptionWithLLM(beam.DoFn):
-    """Batches of (record, taxon): the LLM is asked concurrently, under the rate limit and budget."""
+def taxa_with_traits(pbegin, ctx: RunContext, label: str = "taxa"):
+    """(taxon_id, taxon with lineage, common name and its known traits): bounded by species."""
+    taxa = pbegin | f"{label} rows" >> ReadTable(ctx.path("catalog", "taxa"))
+    traits = pbegin | f"{label} traits" >> ReadTable(ctx.path("catalog", "traits"))
 
-    def __init__(self, cfg: BuildConfig, cache_path: str, run_id: str):
-        self.cfg, self.cache_path, self.run_id = cfg, cache_path, run_id
+    def merge(item):
+        tid, got = item
+        for t in got["taxon"]:
+            known = next(({k: v for k, v in tr.items() if k in TRAITS and v is not None} for tr in got["traits"]), {})
+            yield tid, {**t, "traits": known}
+    return ({"taxon": taxa | f"{label} by id" >> beam.Map(lambda t: (t["taxon_id"], t)),
+             "traits": traits | f"{label} traits by id" >> beam.Map(lambda t: (t["taxon_id"], t))}
+            | f"{label} join" >> beam.CoGroupByKey() | f"{label} merged" >> beam.FlatMap(merge))
+
+
+def with_taxon(pbegin, ctx: RunContext, records, label: str = "records"):
+    """(record, its resolution) for records whose name met a species: a join by key."""
+    res = pbegin | f"{label} resolutions" >> ReadTable(ctx.path("catalog", "resolutions"),
+                                                      ["key", "taxon_id", "method", "reason"])
+
+    def pair(item):
+        _, got = item
+        for r in got["res"]:
+            for rec in got["rec"]:
+                yield rec, r
+    return ({"rec": records | f"{label} by key" >> beam.Map(lambda r: (r["key"], r)),
+             "res": res | f"{label} res by key" >> beam.Map(lambda r: (r["key"], r))}
+            | f"{label} join res" >> beam.CoGroupByKey() | f"{label} paired" >> beam.FlatMap(pair))
+
+
+class CaptionWithLLM(HostWork):
+    """(record, taxon) pairs of the LLM host's group: asked `concurrency` at a time, under one pacer and budget."""
+
+    def __init__(self, cfg: BuildConfig, cache_root: str):
+        from bestiary.pipelines.context import RunContext as _Ctx
+        super().__init__(_Ctx(cfg).policy, cfg.captions.llm.concurrency)
+        self.cfg, self.cache_root = cfg, cache_root
 
     def setup(self) -> None:
         from bestiary.captioning.llm import LLMCaptioner
-        self.captioner = LLMCaptioner(self.cfg.captions.llm, self.cache_path, self.run_id)
+        self.captioner = LLMCaptioner(self.cfg.captions.llm, self.cache_root)
 
-    def _one(self, pair: tuple[dict, dict]) -> dict:
+    def handle(self, pair: tuple[dict, dict]):
         from bestiary.captioning.llm import llm_inputs
         rec, taxon = pair
         inputs, terms = llm_inputs(rec, taxon, taxonomy_text(_lineage(taxon)))
-        before = (self.captioner.tally.requests, self.captioner.tally.prompt_tokens,
-                  self.captioner.tally.completion_tokens)
+        before = (self.captioner.tally.prompt_tokens, self.captioner.tally.completion_tokens)
         text, reason, cached = self.captioner.caption(inputs, terms)
         status = "cached" if cached and text else "llm" if text else reason
-        # per-row counts are approximate under concurrency; the totals are exact
-        return caption_row(rec, taxon, self.cfg.captions.default, {
+        # per-row token counts are approximate under concurrency; the totals are exact
+        yield caption_row(rec, taxon, self.cfg.captions.default, {
             "text": text, "status": status, "requests": 0 if cached else 1 if reason != "budget_exhausted" else 0,
-            "prompt_tokens": self.captioner.tally.prompt_tokens - before[1],
-            "completion_tokens": self.captioner.tally.completion_tokens - before[2]})
+            "prompt_tokens": self.captioner.tally.prompt_tokens - before[0],
+            "completion_tokens": self.captioner.tally.completion_tokens - before[1]})
 
-    def process(self, batch: list[tuple[dict, dict]]):
-        with ThreadPoolExecutor(self.cfg.captions.llm.concurrency) as pool:
-            yield from pool.map(self._one, batch)
+
+def caption_stats(rows_count: int, tally: dict, cfg: BuildConfig) -> dict:
+    stats = {"captions": rows_count, "default_kind": cfg.captions.default}
+    if cfg.captions.llm:
+        llm = cfg.captions.llm
+        status = Counter({k.split("|", 1)[1]: v for k, v in tally.items() if k.startswith("status|")})
+        prompt, completion = tally.get("prompt_tokens", 0), tally.get("completion_tokens", 0)
+        stats["llm"] = {
+            "model": llm.model, "requests": tally.get("requests", 0),
+            "llm_captions": status.pop("llm", 0), "cache_hits": status.pop("cached", 0),
+            "fallbacks": dict(sorted(status.items())), "prompt_tokens": prompt, "completion_tokens": completion,
+            "estimated_cost": round(prompt / 1000 * llm.price_per_1k_input + completion / 1000 * llm.price_per_1k_output, 4)}
+    return stats
+
+
+def _tally(row: dict):
+    yield "captions", 1
+    if row["llm_status"]:
+        yield f"status|{row['llm_status']}", 1
+    yield "requests", row["llm_requests"]
+    yield "prompt_tokens", row["prompt_tokens"]
+    yield "completion_tokens", row["completion_tokens"]
+
+
+class Caption(beam.PTransform):
+    def __init__(self, ctx: RunContext):
+        super().__init__()
+        self.ctx = ctx
+
+    def expand(self, pbegin):
+        ctx, cfg = self.ctx, self.ctx.cfg
+        cols = RECORD_COLUMNS + (["raw"] if cfg.captions.llm else [])
+        recs = pbegin | "recordings" >> ReadTable(ctx.path("catalog", "recordings"), cols)
+        taxa = beam.pvalue.AsDict(taxa_with_traits(pbegin, ctx))
+        pairs = (with_taxon(pbegin, ctx, recs)
+                 | "with taxon" >> beam.FlatMap(lambda p, tx: [(p[0], tx[p[1]["taxon_id"]])]
+                                                if p[1]["taxon_id"] in tx else [], taxa))
+        if cfg.captions.llm:
+            llm = cfg.captions.llm
+            caps = (pairs | "by host" >> beam.ParDo(KeyByHost(ctx.policy, 1, lambda _: llm.base_url, lambda p: p[0]["key"]))
+                    | "host groups" >> beam.GroupByKey()
+                    | "llm caption" >> beam.ParDo(CaptionWithLLM(cfg, ctx.path("cache", "captions"))))
+        else:
+            kind = cfg.captions.default
+            caps = pairs | "caption" >> beam.Map(lambda pair: caption_row(pair[0], pair[1], kind))
+        caps | "write captions" >> WriteTable(ctx.path("catalog", "captions"), CAPTION_SCHEMA)
+        tally = (caps | "tally" >> beam.FlatMap(_tally) | "sum" >> beam.CombinePerKey(sum)
+                 | "as dict" >> beam.combiners.ToDict())
+        (pbegin | "once" >> beam.Create([None])
+         | "stats" >> beam.Map(lambda _, t: io.write_json(ctx.path("work", "stats-caption.json"),
+                                                          caption_stats(t.get("captions", 0), t, cfg)),
+                               beam.pvalue.AsSingleton(tally)))
+        return caps
+
+
+_ = TAXON_RANKS  # lineage ranks live in the taxa table

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io as _io
-from collections import Counter
 
 from bestiary.pipelines import io
 from bestiary.schemas.config import BuildConfig
@@ -14,14 +13,18 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _plots(cfg: BuildConfig, audio: list[dict], manifest: dict, stats: dict) -> list[str]:
-    """PNG plots beside the card: species long tail, durations, licences, locations."""
+def _part(card: dict, prefix: str) -> dict[str, int]:
+    return {k.split("|", 1)[1]: v for k, v in card.items() if k.startswith(prefix + "|")}
+
+
+def _plots(cfg: BuildConfig, card: dict, stats: dict) -> list[str]:
+    """PNG plots beside the card, from the finalize aggregates (bounded by species, bins and grid cells):
+    species long tail, durations, licences, locations, trait coverage."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    in_samples = set(stats.get("recordings_in_samples_keys", []))
-    used = [r for r in audio if r["key"] in in_samples] or audio
+    from bestiary.pipelines.finalize import DURATION_BIN_S, GRID_DEG
     made = []
 
     def save(fig, name: str) -> None:
@@ -32,25 +35,30 @@ def _plots(cfg: BuildConfig, audio: list[dict], manifest: dict, stats: dict) -> 
         io.write_bytes(io.join(cfg.out, "card", name), buf.getvalue())
         made.append(name)
 
-    per_species = Counter(r["scientific_name"] for r in used)
+    per_species = _part(card, "species")
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.bar(range(len(per_species)), sorted(per_species.values(), reverse=True), color="#4a7ab5")
-    ax.set(title="Recordings per species (long tail)", xlabel="species, by rank", ylabel="recordings")
+    ax.set(title="Recordings in samples per species (long tail)", xlabel="accepted species, by rank",
+           ylabel="recordings")
     save(fig, "species_long_tail.png")
+    bins = {int(k): v for k, v in _part(card, "duration").items()}
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.hist([r["duration_s"] for r in used if r["duration_s"]], bins=30, color="#6aa36f")
+    ax.bar([b * DURATION_BIN_S for b in sorted(bins)], [bins[b] for b in sorted(bins)], width=DURATION_BIN_S,
+           align="edge", color="#6aa36f")
     ax.set(title="Recording durations", xlabel="seconds", ylabel="recordings")
     save(fig, "durations.png")
-    lic = Counter(r["license"] for r in audio)
+    lic = _part(card, "licence")
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.barh(list(lic), list(lic.values()), color="#c98b3a")
-    ax.set(title="Licences of crawled audio", xlabel="recordings")
+    ax.barh(sorted(lic), [lic[k] for k in sorted(lic)], color="#c98b3a")
+    ax.set(title="Licences of the published recordings", xlabel="recordings")
     save(fig, "licences.png")
-    pts = [(r["lon"], r["lat"]) for r in used if r["lat"] is not None and r["lon"] is not None]
+    grid = [(tuple(map(int, k.split(","))), v) for k, v in _part(card, "grid").items()]
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    if pts:
-        ax.scatter(*zip(*pts), s=6, alpha=0.6, color="#a33b3b")
-    ax.set(title="Recording locations", xlabel="longitude", ylabel="latitude", xlim=(-180, 180), ylim=(-90, 90))
+    if grid:
+        ax.scatter([(c[1] + 0.5) * GRID_DEG for c, _ in grid], [(c[0] + 0.5) * GRID_DEG for c, _ in grid],
+                   s=[6 + 4 * v ** 0.5 for _, v in grid], alpha=0.6, color="#a33b3b")
+    ax.set(title=f"Recording locations ({GRID_DEG:g} degree cells)", xlabel="longitude", ylabel="latitude",
+           xlim=(-180, 180), ylim=(-90, 90))
     ax.grid(alpha=0.3)
     save(fig, "locations.png")
     coverage = stats.get("enrich", {}).get("trait_coverage") or {}
@@ -82,12 +90,11 @@ def _taxonomy(enrich: dict) -> str:
     return "\n\n".join(parts)
 
 
-def write_card(cfg: BuildConfig, manifest: dict, stats: dict) -> str:
-    audio = io.read_rows(io.join(cfg.out, "catalog", "recordings.parquet"))
-    plots = _plots(cfg, audio, manifest, stats)
+def write_card(cfg: BuildConfig, manifest: dict, stats: dict, card: dict) -> str:
+    plots = _plots(cfg, card, stats)
     acc = stats["accounting"]
-    licences = Counter(r["license"] for r in audio)
-    sources = Counter(r["source"] for r in audio)
+    licences = _part(card, "crawled_licence")
+    sources = _part(card, "source")
     splits = manifest["splits"]
     text = "\n\n".join([
         "# bestiary dataset card",
@@ -101,7 +108,9 @@ def write_card(cfg: BuildConfig, manifest: dict, stats: dict) -> str:
         "train/val/test (chosen by a hash of the accepted taxon id), for zero-shot evaluation.",
         "## Records\n" + _table(["what", "count"], [
             ["audio records crawled", acc["records_crawled"]], ["recordings in samples", acc["recordings_in_samples"]],
-            ["records rejected", acc["records_rejected"]], ["balanced", acc["balanced"]]]),
+            ["records rejected", acc["records_rejected"]], ["balanced", acc["balanced"]],
+            ["images crawled", stats["images"]["crawled"]], ["images paired", stats["images"]["paired_in_samples"]],
+            ["images unused", stats["images"]["unused"]], ["images rejected", stats["images"]["rejected"]]]),
         "## Rejects by reason\n" + _table(["stage/reason", "count"], [[k, v] for k, v in stats["rejects_by_reason"].items()]),
         "## Taxonomy\n" + _taxonomy(stats.get("enrich", {})),
         "## Licences of crawled audio\n" + _table(["licence", "records"], sorted(licences.items())),

@@ -89,10 +89,13 @@ def cmd_crawl(a) -> int:
     from bestiary.pipelines.build import build
     if a.config:
         return _run_build(a, ("crawl",))
+    from bestiary.connectors import registry
     if not (a.source and a.base_url and a.query and a.out):
         raise ConfigError("crawl needs CONFIG, or --source, --base-url, --query and --out")
-    query = a.query if a.source == "xeno-canto" else json.loads(a.query) if a.query.startswith("{") else dict(
-        kv.split("=", 1) for kv in a.query.split("&"))
+    try:
+        query = registry.get(a.source).parse_query(a.query)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     cfg = parse_config({"out": a.out, "sources": [{"name": a.source, "base_url": a.base_url, "queries": [query],
                                                     "api_key_env": a.api_key_env}]})
     build(cfg, only=("crawl",), force=a.force)
@@ -177,6 +180,11 @@ def cmd_classify(a) -> int:
     return 0
 
 
+def source_choices() -> list[str]:
+    from bestiary.connectors import registry
+    return registry.names()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bestiary", description="Tri-modal (sound, image, text) animal datasets from "
                                 "public archives, and contrastive models trained on them.")
@@ -211,10 +219,10 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("crawl", help="crawl the configured sources, or one source given by flags")
     c.add_argument("config", nargs="?", help="build config (YAML)")
-    c.add_argument("--source", choices=["xeno-canto", "inaturalist", "macaulay"])
+    c.add_argument("--source", choices=source_choices())
     c.add_argument("--base-url")
-    c.add_argument("--query", help="Xeno-canto tags ('grp:birds gen:Parus'); iNaturalist/Macaulay "
-                   "'key=value&...' or JSON")
+    c.add_argument("--query", help="Xeno-canto tags ('grp:birds gen:Parus'); iNaturalist, Macaulay, GBIF "
+                   "'key=value&...' or JSON; a bulk source's file")
     c.add_argument("--out")
     c.add_argument("--api-key-env", help="environment variable holding the API key (Xeno-canto: XC_API_KEY)")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")

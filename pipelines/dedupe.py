@@ -1,136 +1,216 @@
-"""Probe and deduplicate before planning: every selected medium is fetched into the cache
-once and fingerprinted; exact and near duplicates (across sources) are kept once; the
-leak check proves no recording, observation, image or fingerprint sits on two sides."""
+"""Duplicates as keyed work, and the leak check.
+
+Audio: exact copies meet by PCM hash (GroupByKey); each group keeps its best
+record (published first, then the original archive, then the key).  The
+groups' representatives then meet as near copies: every recording's sketch
+(`media.fingerprints.sketch`, 16 features) keys it into groups by (taxon,
+feature); a pair sharing `MIN_SHARED` features is a candidate, checked bit by
+bit (`near_duplicates`) on its two fingerprints alone, joined by key.  No group
+is all-pairs: a feature shared by more than `GROUP_CAP` recordings says nothing
+and is skipped.  The near-copy graph's components (per taxon) keep their best
+record.  Images: a 64-bit dHash cut into 5 bands, so two hashes within 4 bits
+share a band exactly; an image is dropped when a better-ranked image of its
+species is within 4 bits.
+"""
 from __future__ import annotations
 
 from collections import defaultdict
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 
-from bestiary.connectors.http import AUDIO_TYPES, IMAGE_TYPES, FetchError, HttpClient, HttpPolicy
-from bestiary.media.audio import AudioError, check_recording, fingerprint_audio
-from bestiary.media.fingerprints import dhash, hamming, near_duplicates
-from bestiary.media.images import ImageError
-from bestiary.pipelines.cache import MediaCache
+from bestiary.connectors.registry import priority_of
+from bestiary.media.fingerprints import hamming, near_duplicates, sketch
 from bestiary.pipelines.errors import LeakError
-from bestiary.schemas.config import MediaConfig
 from bestiary.schemas.records import reject
 
-SOURCE_PRIORITY = {"xeno-canto": 0, "inaturalist": 1, "macaulay": 2, "gbif": 3}  # originals before mirrors
+MIN_SHARED = 3
+GROUP_CAP = 200
+IMAGE_BITS = 4
+IMAGE_BANDS = ((0, 13), (13, 26), (26, 39), (39, 52), (52, 64))  # 5 bands: <= 4 differing bits miss one
 
 
-class ProbeMedia(beam.DoFn):
-    """(kind, key, url) -> probe row: fetched into the cache, fingerprinted, or the reason it failed."""
-
-    def __init__(self, cache_root: str, media: MediaConfig, policy: HttpPolicy,
-                 durations: dict[str, float] | None = None):
-        self.cache_root, self.media, self.policy = cache_root, media, policy
-        self.durations = durations or {}  # what the archive says, to catch files cut short at the source
-
-    def setup(self) -> None:
-        self.client = HttpClient(self.policy)
-        self.cache = MediaCache(self.cache_root)
-
-    def process(self, item: tuple[str, str, str]):
-        kind, key, url = item
-        try:
-            body = self.cache.fetch(self.client, url, expect=AUDIO_TYPES if kind == "audio" else IMAGE_TYPES)
-            if kind == "audio":
-                info, sha, codes = fingerprint_audio(body)
-                check_recording(info, self.media.min_source_rate, self.media.min_seconds, self.durations.get(key))
-                yield {"kind": kind, "key": key, "pcm_sha256": sha, "codes": codes.tobytes(),
-                       "sample_rate": info.sample_rate, "channels": info.channels, "seconds": info.seconds}
-            else:
-                try:
-                    yield {"kind": kind, "key": key, "dhash": f"{dhash(body):016x}"}
-                except ImageError:
-                    raise
-                except Exception as err:  # Pillow's many error types
-                    raise ImageError("undecodable_image", type(err).__name__) from None
-        except (FetchError, AudioError, ImageError) as err:
-            yield {"kind": kind, "key": key, "reason": err.reason, "detail": err.detail}
+def audio_rank(rec: dict) -> tuple:
+    """Lower wins: what is already published, then originals before mirrors, then the key."""
+    return (not rec.get("published", False), priority_of(rec["source"]), rec["key"])
 
 
-class _Groups:
-    """Union-find over keys; each group's representative is the preferred record."""
+def image_rank(img: dict) -> tuple:
+    return (priority_of(img["source"]), img["key"])
 
-    def __init__(self, rank):
-        self.parent: dict[str, str] = {}
-        self.rank = rank
 
-    def find(self, k: str) -> str:
-        while self.parent.get(k, k) != k:
-            k = self.parent[k]
-        return k
+# ---------------------------------------------------------------- pure parts
 
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
+def exact_groups(recs: list[dict]) -> tuple[dict, list[tuple[str, str]]]:
+    """One PCM hash's records -> (the kept record, [(duplicate key, kept key)])."""
+    recs = sorted(recs, key=lambda r: r["rank"])
+    return recs[0], [(r["key"], recs[0]["key"]) for r in recs[1:]]
+
+
+def candidate_pairs(members: list[tuple]) -> list[tuple[str, str]]:
+    """The pairs of one (taxon, feature) group, or none when the feature is too common to say anything."""
+    if len(members) < 2 or len(members) > GROUP_CAP:
+        return []
+    keys = sorted({m[1] for m in members})
+    return [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
+
+
+def components(edges: list[tuple[tuple, tuple]]) -> dict[str, str]:
+    """Union-find over (rank, key) edges: each key that is not its component's best -> that best key."""
+    parent: dict[tuple, tuple] = {}
+
+    def find(x):
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
         if ra != rb:
-            keep, drop = sorted((ra, rb), key=self.rank)
-            self.parent[drop] = keep
+            keep, drop = sorted((ra, rb))
+            parent[drop] = keep
+    return {x[-1]: find(x)[-1] for x in parent if find(x) != x}
 
 
-def dedupe_audio(audio: list[dict], probes: dict[str, dict],
-                 published: frozenset[str] = frozenset()) -> tuple[list[dict], list[dict]]:
-    """Records kept (one per duplicate group) and rejects naming the record each duplicates.  `published`
-    records (already in shards) win their group, so an incremental run never displaces them."""
-    by_key = {r["key"]: r for r in audio}
-    groups = _Groups(lambda k: (k not in published, SOURCE_PRIORITY.get(by_key[k]["source"], 9), k))
-    by_sha: dict[str, list[str]] = defaultdict(list)
-    by_taxon: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-    for r in audio:
-        p = probes[r["key"]]
-        by_sha[p["pcm_sha256"]].append(r["key"])
-        by_taxon[r["taxon_id"]][r["key"]] = np.frombuffer(p["codes"], dtype=np.uint16)
-    for keys in by_sha.values():
-        for k in keys[1:]:
-            groups.union(keys[0], k)
-    near = set()
-    for codes in by_taxon.values():  # mirrors and re-uploads are of the same species
-        for a, b, _ber in near_duplicates(codes):
-            if groups.find(a) != groups.find(b):
-                near.add(a)
-                near.add(b)
-            groups.union(a, b)
-    kept, rejects = [], []
-    for r in sorted(audio, key=lambda r: r["key"]):
-        rep = groups.find(r["key"])
-        if rep == r["key"]:
-            kept.append(r)
-        else:
-            same = probes[rep]["pcm_sha256"] == probes[r["key"]]["pcm_sha256"]
-            rejects.append(reject(r["key"], "dedupe", "duplicate_audio" if same else "near_duplicate_audio", f"of {rep}"))
-    return kept, rejects
+def image_band_keys(h: int) -> list[tuple[int, int]]:
+    return [(i, (h >> lo) & ((1 << (hi - lo)) - 1)) for i, (lo, hi) in enumerate(IMAGE_BANDS)]
 
 
-def dedupe_images(images: list[dict], probes: dict[str, dict], max_bits: int = 4) -> tuple[list[dict], int]:
-    """Images kept (near-identical ones within a species once); and how many were dropped."""
-    kept: list[dict] = []
-    seen: dict[str, list[int]] = defaultdict(list)
-    for img in sorted(images, key=lambda i: (SOURCE_PRIORITY.get(i["source"], 9), i["key"])):
-        h = int(probes[img["key"]]["dhash"], 16)
-        if any(hamming(h, o) <= max_bits for o in seen[img["taxon_id"]]):
-            continue
-        seen[img["taxon_id"]].append(h)
-        kept.append(img)
-    return sorted(kept, key=lambda i: i["key"]), len(images) - len(kept)
+def image_drops(members: list[tuple]) -> list[tuple[str, str]]:
+    """(dropped key, better key) within one band group of (rank, key, hex hash): vectorised all-pairs; the group
+    is small, since its members agree on a whole band."""
+    members = sorted(set(members))
+    if len(members) < 2:
+        return []
+    hashes = np.array([int(m[2], 16) for m in members], dtype=np.uint64)  # hex: 64-bit unsigned
+    out = []
+    for i in range(1, len(members)):  # compare each to the better-ranked ones before it
+        x = np.bitwise_xor(hashes[:i], hashes[i])
+        bits = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+        near = np.nonzero(bits <= IMAGE_BITS)[0]
+        if len(near):
+            out.append((members[i][1], members[int(near[0])][1]))
+    return out
+
+
+# ---------------------------------------------------------------- Beam
+
+def _exact(item):
+    _, recs = item
+    keep, dups = exact_groups(list(recs))
+    yield keep
+    for dup, rep in dups:
+        yield beam.pvalue.TaggedOutput("dups", (dup, rep))
+
+
+def _features(rec: dict):
+    codes = np.frombuffer(rec["codes"] or b"", dtype=np.uint16)
+    for f in sketch(codes):
+        yield (rec["taxon_id"], f), (rec["rank"], rec["key"])
+
+
+def _verify(item):
+    _, got = item
+    got = {k: (rank, taxon, codes) for k, rank, taxon, codes in got}
+    if len(got) != 2:
+        return
+    (a, (ra, ta, ca)), (b, (rb, _, cb)) = sorted(got.items())
+    if near_duplicates({a: np.frombuffer(ca, np.uint16), b: np.frombuffer(cb, np.uint16)}):
+        yield ta, (ra, rb)
+
+
+def _pair_with_codes(item):
+    key, got = item
+    for rank, taxon, codes in got["rec"]:
+        for pair in got["pairs"]:
+            yield pair, (key, rank, taxon, codes)
+
+
+def _components(item):
+    _, edges = item
+    yield from components(list(edges)).items()
+
+
+def _final_verdict(item):
+    """Exact copies whose kept record is itself a near copy point at the component's best."""
+    rep, got = item
+    root = next(iter(got["near"]), None)
+    for dup in got["dups"]:
+        yield (dup, ("near_duplicate_audio", root)) if root else (dup, ("duplicate_audio", rep))
+    if root:
+        yield rep, ("near_duplicate_audio", root)
+
+
+class DedupeAudio(beam.PTransform):
+    """Slim records {key, source, taxon_id, pcm_sha256, codes, published} -> rejects of the duplicates."""
+
+    def expand(self, slim):
+        ranked = slim | "rank" >> beam.Map(lambda r: {**r, "rank": audio_rank(r)})
+        exact = (ranked | "by pcm" >> beam.Map(lambda r: (r["pcm_sha256"], r)) | "same pcm" >> beam.GroupByKey()
+                 | "exact" >> beam.FlatMap(_exact).with_outputs("dups", main="reps"))
+        reps = exact.reps
+        pairs = (reps | "features" >> beam.FlatMap(_features) | "feature groups" >> beam.GroupByKey()
+                 | "pairs" >> beam.FlatMap(lambda kv: [(p, 1) for p in candidate_pairs(list(kv[1]))])
+                 | "votes" >> beam.CombinePerKey(sum)
+                 | "candidates" >> beam.FlatMap(lambda kv: [kv[0]] if kv[1] >= MIN_SHARED else []))
+        edges = ({"pairs": pairs | "both ends" >> beam.FlatMap(lambda ab: [(ab[0], ab), (ab[1], ab)]),
+                  "rec": reps | "codes by key" >> beam.Map(lambda r: (r["key"], (r["rank"], r["taxon_id"], r["codes"])))}
+                 | "join codes" >> beam.CoGroupByKey() | "pair codes" >> beam.FlatMap(_pair_with_codes)
+                 | "by pair" >> beam.GroupByKey() | "verify" >> beam.FlatMap(_verify))
+        near = edges | "by taxon" >> beam.GroupByKey() | "components" >> beam.FlatMap(_components)
+        verdicts = ({"dups": exact.dups | "dup by rep" >> beam.Map(lambda d: (d[1], d[0])), "near": near}
+                    | "join near" >> beam.CoGroupByKey() | "verdicts" >> beam.FlatMap(_final_verdict))
+        return verdicts | "rejects" >> beam.MapTuple(
+            lambda key, v: reject(key, "dedupe", v[0], f"of {v[1]}"))
+
+
+class DedupeImages(beam.PTransform):
+    """Slim images {key, source, taxon_id, dhash (hex)} -> keys of the dropped ones."""
+
+    def expand(self, slim):
+        return (slim | "bands" >> beam.FlatMap(
+                    lambda i: [((i["taxon_id"], b, v), (image_rank(i), i["key"], i["dhash"]))
+                               for b, v in image_band_keys(int(i["dhash"], 16))])
+                | "band groups" >> beam.GroupByKey()
+                | "drops" >> beam.FlatMap(lambda kv: [d for d, _ in image_drops(list(kv[1]))])
+                | "dropped" >> beam.Distinct())
+
+
+# ---------------------------------------------------------------- the leak check
+
+LEAK_FIELDS = ("record", "observation", "image", "pcm_sha256")
+
+
+def leak_sides(member: dict):
+    for field in LEAK_FIELDS:
+        if member.get(field):
+            yield (field, member[field]), member["split"]
+
+
+def leaks_of(members: list[dict]) -> list[str]:
+    sides: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for m in members:
+        for k, split in leak_sides(m):
+            sides[k].add(split)
+    return sorted(f"{f} {v} in {', '.join(sorted(s))}" for (f, v), s in sides.items() if len(s) > 1)
 
 
 def leak_check(members: list[dict]) -> None:
     """Each sample's recording, observation, image and PCM hash must belong to one split only."""
-    sides: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for m in members:
-        for field in ("record", "observation", "image", "pcm_sha256"):
-            if m.get(field):
-                sides[(field, m[field])].add(m["split"])
-    leaks = sorted(f"{field} {value} in {', '.join(sorted(s))}" for (field, value), s in sides.items() if len(s) > 1)
+    leaks = leaks_of(members)
     if leaks:
         raise LeakError(f"{len(leaks)} leak(s) across splits, e.g. {'; '.join(leaks[:3])}")
 
 
-PROBE_SCHEMA = pa.schema([("kind", pa.string()), ("key", pa.string()), ("pcm_sha256", pa.string()),
-                          ("codes", pa.binary()), ("sample_rate", pa.int64()), ("channels", pa.int64()),
-                          ("seconds", pa.float64()), ("dhash", pa.string()), ("reason", pa.string()),
-                          ("detail", pa.string())])
+class FindLeaks(beam.PTransform):
+    """Members -> 'field value in split, split' for everything on two sides (none, when the build is sound)."""
+
+    def expand(self, members):
+        return (members | "sides" >> beam.FlatMap(leak_sides) | "distinct sides" >> beam.Distinct()
+                | "by value" >> beam.GroupByKey()
+                | "two sides" >> beam.FlatMap(lambda kv: [f"{kv[0][0]} {kv[0][1]} in {', '.join(sorted(kv[1]))}"]
+                                              if len(set(kv[1])) > 1 else []))
+
+
+_ = hamming  # image distance, re-exported for callers that compare hashes

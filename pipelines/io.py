@@ -9,6 +9,7 @@ import io
 import json
 import os
 import posixpath
+import shutil
 from typing import Any
 
 import pyarrow as pa
@@ -67,8 +68,29 @@ def read_table(path: str) -> pa.Table:
     return pq.read_table(io.BytesIO(read_bytes(path)))
 
 
-def read_rows(path: str) -> list[dict]:
-    return read_table(path).to_pylist() if exists(path) else []
+def parts(folder: str) -> list[str]:
+    """The Parquet parts of a table folder, sorted; or the files a glob matches; or one Parquet file."""
+    if any(c in folder for c in "*?["):
+        return listdir(folder)
+    if folder.endswith(".parquet"):
+        return [folder] if exists(folder) else []
+    return listdir(join(folder, "part-*.parquet"))
+
+
+def read_rows(path: str, columns: list[str] | None = None) -> list[dict]:
+    """Every row of a table folder (or file).  For small tables and tests: the stages stream parts."""
+    rows: list[dict] = []
+    for part in parts(path):
+        rows += pq.read_table(io.BytesIO(read_bytes(part)), columns=columns).to_pylist()
+    return rows
+
+
+def clear(folder: str) -> None:
+    """Remove a folder and everything under it (a stage's output before it is written again)."""
+    if is_local(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        delete(listdir(join(folder, "**")))
 
 
 def listdir(pattern: str) -> list[str]:
@@ -80,6 +102,14 @@ def listdir(pattern: str) -> list[str]:
 def delete(paths: list[str]) -> None:
     if paths:
         FileSystems.delete(paths)
+
+
+def rename(src: str, dst: str) -> None:
+    if is_local(src):
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+        os.replace(src, dst)
+    else:
+        FileSystems.rename([src], [dst])
 
 
 def basename(path: str) -> str:

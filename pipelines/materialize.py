@@ -1,10 +1,11 @@
-"""Materialize: one worker fetches, decodes, clips and writes one whole shard.
+"""Materialize: one worker writes one whole shard from its records' metadata.
 
-No media passes through a shuffle (img2dataset's pattern).  The tar is
-written under a temporary name and renamed; its stats sidecar is written
-after, and doubles as the resume marker: a shard whose sidecar names the same
-task fingerprint is not built again.  Member order, mtimes and owners are
-fixed so the same inputs give byte-identical tars.
+No media passes through a shuffle (img2dataset's pattern): the records of a
+shard meet in one group, and the worker reads their clips and images from the
+cache.  The tar is written under a temporary name and renamed; the shard's
+summary is written after, and doubles as the resume marker: a shard whose
+summary names the same task fingerprint is not built again.  Member order,
+mtimes and owners are fixed so the same inputs give byte-identical tars.
 """
 from __future__ import annotations
 
@@ -13,19 +14,20 @@ import io as _io
 import json
 import logging
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 
-from bestiary.connectors.http import AUDIO_TYPES, IMAGE_TYPES, FetchError, HttpClient, policy_from
-from bestiary.media.audio import AudioError, make_clips
+import pyarrow as pa
+
+from bestiary.media.audio import AudioError, analyze_audio
+from bestiary.media.derived import unpack_clips
 from bestiary.media.images import ImageError, prepare_image
 from bestiary.pipelines import io
-from bestiary.pipelines.cache import MediaCache
 from bestiary.pipelines.killpoints import killpoint
 from bestiary.pipelines.plan import sample_key, task_fingerprint
+from bestiary.pipelines.tables import write_part
 from bestiary.schemas.config import BuildConfig
-from bestiary.schemas.records import TAXON_RANKS, reject
+from bestiary.schemas.records import REJECT_SCHEMA, TAXON_RANKS, reject
 from bestiary.taxonomy.traits import TRAITS
 
 log = logging.getLogger(__name__)
@@ -112,77 +114,84 @@ def record_order(rec: dict) -> str:
     return sample_key(rec["source"], rec["source_id"], 0)[:-8]
 
 
+MEMBER_SCHEMA = pa.schema([
+    ("shard", pa.string()), ("file", pa.string()), ("split", pa.string()), ("record", pa.string()),
+    ("observation", pa.string()), ("image", pa.string()), ("pcm_sha256", pa.string()),
+    ("samples", pa.list_(pa.string())), ("taxon_id", pa.string()), ("accepted_name", pa.string()),
+    ("duration_s", pa.float64()), ("license", pa.string()), ("lat", pa.float64()), ("lon", pa.float64())])
+
+
+def meta_path(out: str, name: str, what: str) -> str:
+    """A shard's build records (`work/shards/`): its summary (.json, written last: the resume marker), its
+    members and its rejects (Parquet)."""
+    return io.join(out, "work", "shards", f"{name}.{what}")
+
+
 class MaterializeShard(beam.DoFn):
+    """(shard name, planned records) -> the tar, then its members, rejects and summary; the summary goes on.
+
+    Clips and images come from the probe's derived cache (no medium is decoded twice); a derived file that
+    has gone missing is made again from the cached medium."""
+
     def __init__(self, cfg: BuildConfig):
         self.cfg = cfg
 
-    def setup(self) -> None:
-        self.client = HttpClient(policy_from(self.cfg.http, self.cfg.sources))
-        self.cache = MediaCache(io.join(self.cfg.out, "cache", "media"))
+    def _clips(self, rec: dict):
+        try:
+            return unpack_clips(io.read_bytes(io.join(self.cfg.out, *rec["derived"].split("/"))))
+        except (FileNotFoundError, OSError, KeyError, tarfile.TarError):
+            m = self.cfg.media
+            blob = io.read_bytes(io.join(self.cfg.out, "cache", "media", "blobs", rec["blob"]))
+            a = analyze_audio(blob, m.sample_rate, m.clip_seconds, m.max_clips_per_recording, m.min_seconds,
+                              m.min_source_rate)
+            return a.info, a.clips
 
-    def prefetch(self, records: list[dict], threads: int = 8) -> dict[str, FetchError]:
-        """Download a shard's media into the cache concurrently (the rate limiter still applies);
-        returns the URLs that failed for good, so they are not tried twice."""
-        jobs = {r["media_url"]: AUDIO_TYPES for r in records} | {r["image_url"]: IMAGE_TYPES for r in records}
-
-        def one(item):
-            url, expect = item
+    def _image(self, rec: dict, cache: dict) -> tuple[bytes, dict]:
+        if rec["image_key"] not in cache:
             try:
-                self.cache.fetch(self.client, url, expect=expect)
-                return url, None
-            except FetchError as err:
-                return url, err
+                jpg = io.read_bytes(io.join(self.cfg.out, *rec["image_derived"].split("/")))
+            except (FileNotFoundError, OSError):
+                raw = io.read_bytes(io.join(self.cfg.out, "cache", "media", "blobs", rec["image_blob"]))
+                jpg, _ = prepare_image(raw, self.cfg.media.image_size)
+            cache[rec["image_key"]] = jpg, {
+                "key": rec["image_key"], "pairing": rec["pairing"], "license": rec["image_license"],
+                "license_url": rec.get("image_license_url"), "attribution": rec["image_attribution"],
+                "original_size": list(rec.get("image_size") or [])}
+        return cache[rec["image_key"]]
 
-        with ThreadPoolExecutor(threads) as pool:
-            return {url: err for url, err in pool.map(one, sorted(jobs.items())) if err is not None}
-
-    def _fetch(self, url: str, expect: tuple[str, ...]) -> bytes:
-        if url in self.failed:
-            raise self.failed[url]
-        return self.cache.fetch(self.client, url, expect=expect)
-
-    def _image(self, rec: dict) -> tuple[bytes, dict]:
-        raw = self._fetch(rec["image_url"], IMAGE_TYPES)
-        jpg, size = prepare_image(raw, self.cfg.media.image_size)
-        return jpg, {"key": rec["image_key"], "pairing": rec["pairing"], "license": rec["image_license"],
-                     "attribution": rec["image_attribution"], "original_size": list(size)}
-
-    def _record(self, rec: dict, image_cache: dict) -> list[tuple[str, dict[str, bytes]]]:
-        m = self.cfg.media
-        raw = self._fetch(rec["media_url"], AUDIO_TYPES)
-        info, clips = make_clips(raw, m.sample_rate, m.clip_seconds, m.max_clips_per_recording,
-                                 m.min_seconds, m.min_source_rate)
-        if rec["image_key"] not in image_cache:
-            image_cache[rec["image_key"]] = self._image(rec)
-        jpg, image_meta = image_cache[rec["image_key"]]
+    def _samples(self, rec: dict, image_cache: dict) -> list[tuple[str, dict[str, bytes]]]:
+        info, clips = self._clips(rec)
+        jpg, image_meta = self._image(rec, image_cache)
         captions = json.loads(rec["captions"])
         out = []
         for clip in clips:
-            key = sample_key(rec["source"], rec["source_id"], clip.offset_s) + rec.get("sample_suffix", "")
-            meta = sample_json(rec, clip, info, image_meta, captions, key, m.sample_rate)
+            key = sample_key(rec["source"], rec["source_id"], clip.offset_s) + (rec.get("sample_suffix") or "")
+            meta = sample_json(rec, clip, info, image_meta, captions, key, self.cfg.media.sample_rate)
             out.append((key, {"flac": clip.flac, "jpg": jpg, "txt": rec["caption"].encode(),
                               "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()}))
         return out
 
-    def process(self, task: dict):
-        shards = io.join(self.cfg.out, "shards")
-        tar_path, stats_path = io.join(shards, f"{task['name']}.tar"), io.join(shards, f"{task['name']}.json")
-        fp = task_fingerprint(task)
-        if io.exists(stats_path) and io.exists(tar_path):
-            stats = io.read_json(stats_path)
-            if stats.get("task_fingerprint") == fp:
-                yield stats
+    def process(self, item):
+        name, records = item
+        records = sorted(records, key=lambda r: (record_order(r), r["key"]))
+        out = self.cfg.out
+        tar_path, summary_path = io.join(out, "shards", f"{name}.tar"), meta_path(out, name, "json")
+        fp = task_fingerprint({"name": name, "records": records})
+        if io.exists(summary_path) and io.exists(tar_path):
+            summary = io.read_json(summary_path)
+            if summary.get("task_fingerprint") == fp:
+                yield summary
                 return
-        self.failed = self.prefetch(task["records"])
-        rejects, recs_ok, members, image_cache = [], [], [], {}
-        n_samples, seconds = 0, 0.0
+        split = records[0]["split"]
+        rejects, members, image_cache, seconds, species = [], [], {}, 0.0, set()
         with io.AtomicWriter(tar_path) as fh:  # streamed: one recording's clips in memory at a time
             tar = TarStream(fh)
-            for rec in sorted(task["records"], key=record_order):
+            for rec in records:
                 try:
-                    got = self._record(rec, image_cache)
-                except (FetchError, AudioError, ImageError) as err:
-                    rejects.append(reject(rec["key"], "materialize", err.reason, err.detail))
+                    got = self._samples(rec, image_cache)
+                except (AudioError, ImageError, OSError) as err:
+                    rejects.append(reject(rec["key"], "materialize", getattr(err, "reason", "media_unreadable"),
+                                          getattr(err, "detail", str(err))))
                     continue
                 if not got:
                     rejects.append(reject(rec["key"], "materialize", "no_usable_clip", ""))
@@ -190,19 +199,33 @@ class MaterializeShard(beam.DoFn):
                 for key, sample in sorted(got, key=lambda s: s[0]):
                     tar.add_sample(key, sample)
                     seconds += json.loads(sample["json"])["audio"]["seconds"]
-                n_samples += len(got)
-                recs_ok.append(rec["key"])
-                members.append({"record": rec["key"], "observation": rec["observation_id"], "image": rec["image_key"],
-                                "pcm_sha256": rec.get("pcm_sha256"), "split": rec["split"],
-                                "samples": sorted(k for k, _ in got)})
+                species.add(rec["taxon_id"])
+                members.append({"shard": name, "file": f"{name}.tar", "split": split, "record": rec["key"],
+                                "observation": rec["observation_id"], "image": rec["image_key"],
+                                "pcm_sha256": rec.get("pcm_sha256"), "samples": sorted(k for k, _ in got),
+                                "taxon_id": rec["taxon_id"], "accepted_name": rec["accepted_name"],
+                                "duration_s": rec.get("duration_s"), "license": rec["license"],
+                                "lat": rec.get("lat"), "lon": rec.get("lon")})
             tar.close()
         killpoint("materialize:tar")
-        stats = {"name": task["name"], "split": task["split"], "file": f"{task['name']}.tar",
-                 "samples": n_samples, "bytes": tar.size, "sha256": tar.sha.hexdigest(),
-                 "recordings": sorted(recs_ok), "members": sorted(members, key=lambda m: m["record"]),
-                 "rejects": rejects, "task_fingerprint": fp,
-                 "species": sorted({r["taxon_id"] for r in task["records"] if r["key"] in set(recs_ok)}),
-                 "seconds": round(seconds, 2)}
-        io.write_json(stats_path, stats)  # after the tar: its presence marks the shard finished
-        log.info("shard %s: %d samples, %d rejects", task["name"], n_samples, len(rejects))
-        yield stats
+        write_part(meta_path(out, name, "members.parquet"), members, MEMBER_SCHEMA)
+        write_part(meta_path(out, name, "rejects.parquet"), rejects, REJECT_SCHEMA)
+        summary = {"name": name, "split": split, "file": f"{name}.tar",
+                   "samples": sum(len(m["samples"]) for m in members), "bytes": tar.size, "sha256": tar.sha.hexdigest(),
+                   "recordings": len(members), "rejects": len(rejects), "task_fingerprint": fp,
+                   "species": sorted(species), "seconds": round(seconds, 2)}
+        io.write_json(summary_path, summary)  # last: its presence marks the shard finished
+        log.info("shard %s: %d samples, %d rejects", name, summary["samples"], len(rejects))
+        yield summary
+
+
+class Materialize(beam.PTransform):
+    """Planned records -> one tar per shard (a GroupByKey gathers each shard's records for one worker)."""
+
+    def __init__(self, cfg: BuildConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, planned):
+        return (planned | "by shard" >> beam.Map(lambda r: (r["shard"], r)) | "shards" >> beam.GroupByKey()
+                | "write shard" >> beam.ParDo(MaterializeShard(self.cfg)))

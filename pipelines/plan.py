@@ -1,22 +1,31 @@
-"""The shard plan: a pure function from catalog metadata to shard tasks.
+"""The shard plan: splits, image pairing and shard assignment, as per-key functions and keyed joins.
 
 Splits never depend on what else is in the catalog: a species is 'unseen' by
 a hash of its accepted taxon id; seen species split into train/val/test by a
 hash of the observation, so every clip of a recording (and every medium of an
-observation) lands on one side.  Images are paired inside a split only.
+observation) lands on one side.  Images are paired inside a split only.  A
+record's shard is its split and a bucket: records hash into virtual buckets,
+and each split's shards take contiguous runs of those buckets, balanced by a
+per-split histogram (bounded by the bucket count), so one GroupByKey gathers
+each shard's records for the one worker that writes it.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
 from collections import defaultdict
 
+import apache_beam as beam
+
+from bestiary.connectors.registry import code_of
 from bestiary.schemas.config import ShardConfig, SplitConfig
 from bestiary.schemas.records import reject
 
 SPLITS = ("train", "val", "test", "unseen")
-SOURCE_CODES = {"xeno-canto": "xc", "inaturalist": "inat", "macaulay": "ml", "gbif": "gbif"}
+SCARCE_FIRST = {"test": 0, "val": 1, "unseen": 2, "train": 3}
+VBUCKETS = 1 << 16        # virtual buckets per split; a shard is a contiguous run of them
 
 
 def unit_hash(*parts: str) -> float:
@@ -51,27 +60,19 @@ def expected_clips(duration_s: float | None, clip_seconds: float, max_clips: int
     return max(1, min(max_clips, int(duration_s // clip_seconds)))
 
 
-def assign_image_splits(images: list[dict], audio_split: dict[str, str], needed: dict[str, list[str]],
-                        cfg: SplitConfig, fixed: dict[str, str] | None = None) -> dict[str, str]:
-    """Image key -> split.  An image of an observation with sound follows it; the other
-    image observations of a species are dealt round-robin (in hash order) to the
-    splits where the species has recordings, so each such split gets images."""
-    out: dict[str, str] = dict(fixed or {})   # images already in published samples keep their split
-    loose: dict[str, list[dict]] = defaultdict(list)
-    for img in images:
-        if img["key"] in out:
-            continue
-        if img["observation_id"] in audio_split:
-            out[img["key"]] = audio_split[img["observation_id"]]
-        else:
-            loose[img["taxon_id"]].append(img)
-    for taxon, imgs in loose.items():
-        splits = needed.get(taxon) or ["train"]
-        obs = sorted({i["observation_id"] for i in imgs}, key=lambda o: (unit_hash(cfg.salt, "img", o), o))
-        obs_split = {o: splits[n % len(splits)] for n, o in enumerate(obs)}
-        for img in imgs:
-            out[img["key"]] = obs_split[img["observation_id"]]
-    return out
+def image_split(img: dict, has_audio: bool, fixed: str | None, needed: list[str], first_obs: list[str],
+                cfg: SplitConfig) -> str:
+    """An image's split: where a published sample put it; else its observation's (when the observation has
+    sound); else dealt over the splits where its species has recordings (test and val first), the species'
+    first image observations in hash order round-robin so each such split gets one, the rest by hash."""
+    if fixed:
+        return fixed
+    if has_audio:
+        return split_of(img["taxon_id"], img["observation_id"], cfg)
+    splits = needed or ["train"]
+    if img["observation_id"] in first_obs:
+        return splits[first_obs.index(img["observation_id"]) % len(splits)]
+    return splits[int(unit_hash(cfg.salt, "img-deal", img["observation_id"]) * len(splits))]
 
 
 def choose_image(rec: dict, pool_same_obs: list[str], pool_species: list[str]) -> tuple[str | None, str]:
@@ -84,63 +85,40 @@ def choose_image(rec: dict, pool_same_obs: list[str], pool_species: list[str]) -
     return None, "none"
 
 
-def plan_shards(audio: list[dict], images: list[dict], split_cfg: SplitConfig, shard_cfg: ShardConfig,
-                clip_seconds: float, max_clips: int, fixed_image_splits: dict[str, str] | None = None,
-                first_index: dict[str, int] | None = None) -> tuple[list[dict], list[dict]]:
-    """Shard tasks and rejects.  `audio`/`images` rows carry `taxon_id` (accepted) already.  An incremental
-    run passes the splits of images already published and the first free shard index per split."""
-    rejects: list[dict] = []
-    audio_split = {}
-    for rec in audio:
-        audio_split.setdefault(rec["observation_id"], split_of(rec["taxon_id"], rec["observation_id"], split_cfg))
-    needed: dict[str, list[str]] = defaultdict(list)
-    for rec in sorted(audio, key=lambda r: r["key"]):
-        s = audio_split[rec["observation_id"]]
-        if s not in needed[rec["taxon_id"]]:
-            needed[rec["taxon_id"]].append(s)
-    for taxon in needed:  # test and val first: they are the scarce ones
-        needed[taxon].sort(key=lambda s: {"test": 0, "val": 1, "unseen": 2, "train": 3}[s])
-    img_split = assign_image_splits(images, audio_split, needed, split_cfg, fixed_image_splits)
-    by_obs: dict[tuple[str, str], list[str]] = defaultdict(list)
-    by_species: dict[tuple[str, str], list[str]] = defaultdict(list)
-    img_by_key = {i["key"]: i for i in images}
-    for img in images:
-        s = img_split[img["key"]]
-        by_obs[(s, img["observation_id"])].append(img["key"])
-        by_species[(s, img["taxon_id"])].append(img["key"])
-    per_split: dict[str, list[dict]] = defaultdict(list)
-    for rec in audio:
-        s = audio_split[rec["observation_id"]]
-        img_key, pairing = choose_image(rec, by_obs.get((s, rec["observation_id"]), []),
-                                        by_species.get((s, rec["taxon_id"]), []))
-        if img_key is None:
-            rejects.append(reject(rec["key"], "plan", "no_image", f"no image of {rec['taxon_id']} in split {s}"))
-            continue
-        img = img_by_key[img_key]
-        per_split[s].append({**rec, "split": s, "image_key": img_key, "image_url": img["media_url"],
-                             "image_license": img["license"], "image_attribution": img["attribution"],
-                             "pairing": pairing,
-                             "expected_clips": expected_clips(rec.get("duration_s"), clip_seconds, max_clips)})
-    tasks = []
-    for split in SPLITS:
-        recs = sorted(per_split.get(split, []), key=lambda r: (unit_hash("order", r["key"]), r["key"]))
-        if not recs:
-            continue
-        total = sum(r["expected_clips"] for r in recs)
-        by_count = math.ceil(total / shard_cfg.samples_per_shard)
-        by_size = math.ceil(total * clip_bytes(clip_seconds) / (shard_cfg.max_mb * 1e6)) if shard_cfg.max_mb else 1
-        n = min(len(recs), max(shard_cfg.min_shards_per_split, by_count, by_size))
-        start = (first_index or {}).get(split, 0)
-        for i in range(n):
-            members = recs[i::n]
-            tasks.append({"split": split, "index": start + i, "name": f"{split}-{start + i:06d}",
-                          "records": sorted(members, key=lambda r: r["key"])})
-    return tasks, rejects
+def vbucket(key: str) -> int:
+    return int(unit_hash("order", key) * VBUCKETS)
+
+
+def shard_cuts(hist: list[tuple[int, int]], shard_cfg: ShardConfig, clip_seconds: float,
+               rate: int) -> list[int]:
+    """One split's shards from its (virtual bucket, clips) histogram: the first bucket of each shard.
+
+    As many shards as the count and size caps ask (at least `min_shards_per_split`, never more than
+    nonempty buckets); each takes a run of buckets holding about the same number of clips."""
+    hist = sorted(hist)
+    total = sum(c for _, c in hist)
+    by_count = math.ceil(total / shard_cfg.samples_per_shard)
+    by_size = math.ceil(total * clip_bytes(clip_seconds, rate) / (shard_cfg.max_mb * 1e6)) if shard_cfg.max_mb else 1
+    n = min(len(hist), max(shard_cfg.min_shards_per_split, by_count, by_size))
+    cuts, acc, i = [hist[0][0]], 0, 1
+    for b, c in hist:
+        while i < n and acc >= total * i / n and b > cuts[-1]:
+            cuts.append(b)
+            i += 1
+        acc += c
+    # fewer cuts than shards only when buckets ran out: then every bucket left starts one
+    rest = [b for b, _ in hist if b > cuts[-1]]
+    cuts += rest[: n - len(cuts)]
+    return sorted(cuts)
+
+
+def shard_index(key: str, cuts: list[int]) -> int:
+    return max(0, bisect.bisect_right(cuts, vbucket(key)) - 1)
 
 
 def sample_key(source: str, source_id: str, offset_s: float) -> str:
     """Stable, tar- and WebDataset-safe: letters, digits, '-' and '_' only (no dots)."""
-    code = SOURCE_CODES.get(source, source)
+    code = code_of(source)
     safe = "".join(c if c.isalnum() else "-" for c in str(source_id))
     if len(safe) > 40 or not safe:
         safe = hashlib.sha256(str(source_id).encode()).hexdigest()[:16]
@@ -149,3 +127,114 @@ def sample_key(source: str, source_id: str, offset_s: float) -> str:
 
 def task_fingerprint(task: dict) -> str:
     return hashlib.sha256(json.dumps(task, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- Beam
+
+def _has_audio(item):
+    _, got = item
+    for img in got["img"]:
+        yield img["key"], (img, bool(got["audio"]))
+
+
+def _with_fixed(item, needed: dict, first: dict, cfg: SplitConfig):
+    _, got = item
+    fixed = next(iter(got["fixed"]), None)
+    for img, has_audio in got["img"]:
+        s = image_split(img, has_audio, fixed, needed.get(img["taxon_id"], []), first.get(img["taxon_id"], []), cfg)
+        yield {**img, "split": s}
+
+
+def _pair(item):
+    (split, _), got = item
+    by_obs = defaultdict(list)
+    for img in got["img"]:
+        by_obs[img[1]].append(img[0])
+    pool = sorted(k for k, _ in got["img"])
+    for rec_key, obs in got["audio"]:
+        img_key, pairing = choose_image({"key": rec_key}, by_obs.get(obs, []), pool)
+        if img_key is None:
+            yield beam.pvalue.TaggedOutput("rejects", (rec_key, split))
+        else:
+            yield img_key, (rec_key, pairing)
+
+
+def _image_info(item):
+    _, got = item
+    for img in got["img"]:
+        for rec_key, pairing in got["recs"]:
+            yield rec_key, {"image_key": img["key"], "image_url": img["media_url"], "image_license": img["license"],
+                            "image_license_url": img.get("license_url"), "image_attribution": img["attribution"],
+                            "image_derived": img.get("derived"), "image_blob": img.get("blob"),
+                            "image_size": [img.get("width"), img.get("height")],
+                            "pairing": pairing}
+
+
+def _planned(item, clip_seconds: float, max_clips: int):
+    _, got = item
+    for rec in got["rec"]:
+        for info in got["image"]:
+            yield {**rec, **info, "expected_clips": expected_clips(rec.get("duration_s"), clip_seconds, max_clips)}
+
+
+def _cuts(hists: list, shard_cfg: ShardConfig, clip_seconds: float, rate: int) -> dict:
+    by_split = defaultdict(list)
+    for (split, b), clips in hists:
+        by_split[split].append((b, clips))
+    return {s: shard_cuts(h, shard_cfg, clip_seconds, rate) for s, h in by_split.items()}
+
+
+def _assign(rec: dict, cuts: dict, first: dict) -> dict:
+    i = first.get(rec["split"], 0) + shard_index(rec["key"], cuts[rec["split"]])
+    return {**rec, "shard": f"{rec['split']}-{i:06d}", "shard_index": i}
+
+
+class Plan(beam.PTransform):
+    """(audio, images, fixed image splits) -> planned audio rows (split, paired image, shard), and rejects.
+
+    `audio` rows carry `taxon_id` (accepted) and `observation_id`; `images` rows their probe's `derived`
+    JPEG; `fixed` is (image key, split) for images already in published samples.  `first` is the first free
+    shard index per split (an incremental run appends after the published shards)."""
+
+    def __init__(self, split_cfg: SplitConfig, shard_cfg: ShardConfig, clip_seconds: float, max_clips: int,
+                 rate: int = 48000, first: dict | None = None):
+        super().__init__()
+        self.split_cfg, self.shard_cfg, self.clip_seconds = split_cfg, shard_cfg, clip_seconds
+        self.max_clips, self.rate, self.first = max_clips, rate, dict(first or {})
+
+    def expand(self, inputs):
+        audio, images, fixed = inputs
+        cfg = self.split_cfg
+        audio = audio | "split" >> beam.Map(lambda r: {**r, "split": split_of(r["taxon_id"], r["observation_id"], cfg)})
+        needed = (audio | "taxon splits" >> beam.Map(lambda r: (r["taxon_id"], r["split"])) | "distinct" >> beam.Distinct()
+                  | "per taxon" >> beam.GroupByKey()
+                  | "scarce first" >> beam.MapTuple(lambda t, ss: (t, sorted(set(ss), key=SCARCE_FIRST.get))))
+        audio_obs = audio | "audio obs" >> beam.Map(lambda r: (r["observation_id"], 1))
+        imgs = ({"img": images | "img by obs" >> beam.Map(lambda i: (i["observation_id"], i)), "audio": audio_obs}
+                | "obs join" >> beam.CoGroupByKey() | "has audio" >> beam.FlatMap(_has_audio))
+        first_obs = (imgs | "loose obs" >> beam.FlatMap(
+                        lambda kv: [] if kv[1][1] else [(kv[1][0]["taxon_id"], kv[1][0]["observation_id"])])
+                     | "distinct loose" >> beam.Distinct()
+                     | "hash order" >> beam.MapTuple(lambda t, o: (t, (unit_hash(cfg.salt, "img", o), o)))
+                     | "first four" >> beam.combiners.Top.PerKey(len(SPLITS), reverse=True)
+                     | "obs only" >> beam.MapTuple(lambda t, top: (t, [o for _, o in sorted(top)])))
+        images = ({"img": imgs, "fixed": fixed} | "fixed join" >> beam.CoGroupByKey()
+                  | "image split" >> beam.FlatMap(_with_fixed, beam.pvalue.AsDict(needed),
+                                                  beam.pvalue.AsDict(first_obs), cfg))
+        paired = ({"audio": audio | "audio by taxon" >> beam.Map(
+                      lambda r: ((r["split"], r["taxon_id"]), (r["key"], r["observation_id"]))),
+                   "img": images | "img by taxon" >> beam.Map(
+                       lambda i: ((i["split"], i["taxon_id"]), (i["key"], i["observation_id"])))}
+                  | "pool join" >> beam.CoGroupByKey() | "pair" >> beam.FlatMap(_pair).with_outputs("rejects", main="pairs"))
+        infos = ({"img": images | "img info by key" >> beam.Map(lambda i: (i["key"], i)),
+                  "recs": paired.pairs} | "image join" >> beam.CoGroupByKey() | "image info" >> beam.FlatMap(_image_info))
+        planned = ({"rec": audio | "audio by key" >> beam.Map(lambda r: (r["key"], r)), "image": infos}
+                   | "record join" >> beam.CoGroupByKey()
+                   | "planned" >> beam.FlatMap(_planned, self.clip_seconds, self.max_clips))
+        cuts = (planned | "buckets" >> beam.Map(lambda r: ((r["split"], vbucket(r["key"])), r["expected_clips"]))
+                | "bucket clips" >> beam.CombinePerKey(sum) | "histogram" >> beam.combiners.ToList()
+                | "cuts" >> beam.Map(_cuts, self.shard_cfg, self.clip_seconds, self.rate))
+        assigned = planned | "assign" >> beam.Map(_assign, beam.pvalue.AsSingleton(cuts), self.first)
+        rejects = paired.rejects | "no image" >> beam.MapTuple(
+            lambda key, split: reject(key, "plan", "no_image", f"no image of its species in split {split}"))
+        return assigned, rejects

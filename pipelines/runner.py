@@ -1,13 +1,28 @@
-"""The Beam runner every stage uses: an explicitly built FnApiRunner.
+"""The Beam runner every stage uses, and the log of every pipeline's graph size.
 
-`--runner=DirectRunner` would first try to download the Prism binary.  The
-FnApiRunner is built here with the pipeline options in its provision info, so
-`multi_processing` workers (each a separate SDK harness, as on Dataflow, Flink
-and Spark) receive them too: without that, a worker knows no `s3_endpoint_url`
-and no filesystem settings.  Credentials stay in the environment (AWS_*,
-GOOGLE_APPLICATION_CREDENTIALS), which the workers inherit.
+Locally the runner is an explicitly built FnApiRunner with the pipeline
+options in its provision info, so `multi_processing` workers (each a separate
+SDK harness, as on Dataflow, Flink and Spark) receive them too: without that,
+a worker knows no `s3_endpoint_url` and no filesystem settings.  Credentials
+stay in the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS), which the
+workers inherit.  (`--runner=DirectRunner` would first try to download the
+Prism binary.)
+
+`runner.job_process: true` submits each pipeline the way a cluster gets it:
+the driver serialises the graph (the runner API proto) and a separate job
+process runs it, so the driver's memory is the driver's alone (the local
+runner keeps every stage boundary in memory, which a cluster spreads over its
+workers).  Every pipeline's serialized size is logged to `work/graphs.json`.
 """
 from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -16,7 +31,10 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
 
-from bestiary.schemas.config import RunnerConfig
+from bestiary.schemas.config import ConfigError, RunnerConfig
+
+log = logging.getLogger(__name__)
+GRAPHS: list[tuple[str, int]] = []   # (pipeline, serialized graph bytes) of every pipeline this process ran
 
 
 def pipeline_options(runner: RunnerConfig) -> PipelineOptions:
@@ -35,14 +53,76 @@ def configure_filesystems(runner: RunnerConfig) -> PipelineOptions:
     return options
 
 
-def make_pipeline(runner: RunnerConfig) -> beam.Pipeline:
-    options = configure_filesystems(runner)
-    if runner.mode == "portable":
-        if not any(o.startswith("--runner") for o in runner.options):
-            raise ValueError("runner.mode portable needs --runner=DataflowRunner|FlinkRunner|SparkRunner in runner.options")
-        return beam.Pipeline(options=options)
+def local_runner(runner: RunnerConfig) -> FnApiRunner:
     # the workers get the user's options only: the runner's own --direct_* ints would come back as
     # floats through the protobuf Struct, and the harness's argument parser would refuse them
     for_workers = PipelineOptions(list(runner.options), save_main_session=False).to_runner_api()
     provision = ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=for_workers))
-    return beam.Pipeline(runner=FnApiRunner(provision_info=provision), options=options)
+    return FnApiRunner(provision_info=provision)
+
+
+def make_pipeline(runner: RunnerConfig) -> beam.Pipeline:
+    options = configure_filesystems(runner)
+    if runner.mode == "portable":
+        if not any(o.startswith("--runner") for o in runner.options):
+            raise ConfigError("runner.mode portable needs --runner=DataflowRunner|FlinkRunner|SparkRunner "
+                              "in runner.options")
+        return beam.Pipeline(options=options)
+    return beam.Pipeline(runner=local_runner(runner), options=options)
+
+
+def graph_bytes(p: beam.Pipeline) -> int:
+    """The size of the job a runner would be sent: the serialized runner API proto."""
+    return len(p.to_runner_api().SerializeToString())
+
+
+def record_graph(name: str, size: int, out: str | None) -> None:
+    GRAPHS.append((name, size))
+    log.info("pipeline %s: graph %d bytes", name, size)
+    if out is None:
+        return
+    from bestiary.pipelines import io
+    path = io.join(out, "work", "graphs.json")
+    sizes = io.read_json(path) if io.exists(path) else {}
+    sizes[name] = size
+    io.write_json(path, sizes)
+
+
+def run(p: beam.Pipeline, runner: RunnerConfig, name: str, out: str | None = None) -> None:
+    """Run a built pipeline to completion (here, in a job process, or on the portable runner)."""
+    record_graph(name, graph_bytes(p), out)
+    if runner.job_process and runner.mode != "portable":
+        return _run_in_job_process(p, runner, name)
+    p.run().wait_until_finish()
+
+
+@contextmanager
+def pipeline(runner: RunnerConfig, name: str, out: str | None = None):
+    """`with pipeline(cfg.runner, "crawl", cfg.out) as p:` builds a graph and runs it on exit."""
+    p = make_pipeline(runner)
+    yield p
+    run(p, runner, name, out)
+
+
+def _run_in_job_process(p: beam.Pipeline, runner: RunnerConfig, name: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="bestiary-job-") as tmp:
+        graph = os.path.join(tmp, "graph.pb")
+        with open(graph, "wb") as fh:
+            fh.write(p.to_runner_api().SerializeToString())
+        done = subprocess.run([sys.executable, "-m", "bestiary.pipelines.jobrun", graph,
+                               runner.model_dump_json()], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-20:]
+        raise RuntimeError(f"pipeline {name} failed in its job process (exit {done.returncode}):\n" + "\n".join(tail))
+
+
+def run_job(graph_path: str, runner_json: str) -> None:
+    """The job process: rebuild the pipeline from its proto and run it on the local runner."""
+    from apache_beam.portability.api import beam_runner_api_pb2
+    runner = RunnerConfig.model_validate_json(runner_json)
+    with open(graph_path, "rb") as fh:
+        proto = beam_runner_api_pb2.Pipeline.FromString(fh.read())
+    options = configure_filesystems(runner)
+    fn_runner = local_runner(runner)
+    p = beam.Pipeline.from_runner_api(proto, fn_runner, options)
+    fn_runner.run_pipeline(p, options).wait_until_finish()

@@ -15,9 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SOURCES = ("xeno-canto", "inaturalist", "macaulay", "gbif", "inaturalist-open-data", "macaulay-export")
+
+
+def source_names() -> list[str]:
+    """The sources the connector registry knows (imported lazily: connectors build on schemas)."""
+    from bestiary.connectors import registry
+    return registry.names()
 
 
 class ConfigError(ValueError):
@@ -39,7 +44,7 @@ class SourceConfig(_Frozen):
     """An archive's API; or a bulk file source, whose `queries` are files (paths or URLs) and
     whose `base_url` is where its media live (iNaturalist open data: the photo bucket;
     Macaulay export: the asset CDN)."""
-    name: Literal["xeno-canto", "inaturalist", "macaulay", "gbif", "inaturalist-open-data", "macaulay-export"]
+    name: str                              # a connector in connectors/registry.py
     base_url: str
     media_base_url: str | None = None      # Macaulay's asset CDN, when not base_url
     queries: list[Any] = Field(min_length=1)
@@ -49,6 +54,13 @@ class SourceConfig(_Frozen):
     license_override: str | None = None    # only with written permission from the archive
     requests_per_second: float | None = Field(None, gt=0)
     id_ranges: IdRanges | None = None      # Xeno-canto (nr:) and iNaturalist (id_above/id_below) only
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in source_names():
+            raise ValueError(f"unknown source {v!r} (known: {', '.join(source_names())})")
+        return v
 
     @field_validator("base_url", "media_base_url")
     @classmethod
@@ -67,6 +79,8 @@ class HttpConfig(_Frozen):
     backoff: float = Field(0.5, ge=0)
     max_body_mb: float = Field(512, gt=0)
     offline: bool = False          # set by `build --rebuild`: nothing is fetched, caches only
+    host_slots: int = Field(8, ge=1)    # groups a host without a rate limit is spread over (across workers)
+    host_threads: int = Field(4, ge=1)  # requests in flight at once within one host group
 
 
 class TraitTableConfig(_Frozen):
@@ -149,6 +163,14 @@ class RunnerConfig(_Frozen):
     mode: Literal["in_memory", "multi_processing", "multi_threading", "portable"] = "in_memory"
     workers: int = Field(1, ge=1)
     options: list[str] = []   # more Beam pipeline options, e.g. --s3_endpoint_url=...; never secrets
+    job_process: bool = False  # run each pipeline from its serialized graph in a separate process
+
+    @model_validator(mode="after")
+    def _portable_names_its_runner(self):
+        if self.mode == "portable" and not any(o.startswith("--runner") for o in self.options):
+            raise ValueError("runner.mode portable needs --runner=DataflowRunner|FlinkRunner|SparkRunner "
+                             "in runner.options")
+        return self
 
 
 class BuildConfig(_Frozen):
@@ -200,11 +222,11 @@ def _describe(err: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "config"
     if first["type"] == "missing":
         return f"missing required field '{where}'"
-    if first["type"] == "literal_error" and first["loc"][-1] == "name":
-        return f"unknown source {first['input']!r} at '{where}' (known: {', '.join(SOURCES)})"
+    if first["type"] == "value_error" and first["loc"][-1] == "name" and "unknown source" in first["msg"]:
+        return first["msg"].removeprefix("Value error, ").replace(" (known", f" at '{where}' (known", 1)
     if first["type"] == "extra_forbidden":
         return f"unknown field '{where}'"
-    return f"'{where}': {first['msg']}"
+    return f"'{where}': {first['msg'].removeprefix('Value error, ')}"
 
 
 def parse_config(data: Any, base_dir: Path | None = None) -> BuildConfig:

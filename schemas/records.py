@@ -35,6 +35,7 @@ CATALOG_FIELDS: list[tuple[str, pa.DataType]] = [
     ("updated_at", pa.string()),
     ("mirror_of", pa.string()),      # GBIF: the original it mirrors ('xeno-canto:{id}', 'inaturalist:{obs}')
     ("crawl_run", pa.int64()),       # the run whose crawl gave this version of the record
+    ("content_hash", pa.string()),   # sha256 of `raw`: an incremental run's test for an edited record
     ("raw", pa.string()),            # the original record as JSON text
 ]
 CATALOG_SCHEMA = pa.schema(CATALOG_FIELDS)

@@ -29,7 +29,7 @@ def record(key="xeno-canto:1", remarks=None, **kw):
 def captioner(url, tmp_path, **kw):
     cfg = LLMConfig(base_url=f"{url}/v1", model="sample-model", max_retries=kw.pop("max_retries", 0),
                     timeout_s=kw.pop("timeout_s", 1.0), requests_per_second=50, **kw)
-    return LLMCaptioner(cfg, str(tmp_path / "captions.sqlite"), run_id="test")
+    return LLMCaptioner(cfg, str(tmp_path / "captions"))
 
 
 def ask(cap, rec):
@@ -155,7 +155,7 @@ def test_caption_stage_with_llm_in_beam(tiny_build, archive_server, tmp_path):
                                   "price_per_1k_input": 0.5, "price_per_1k_output": 1.5}}))
     before = state.counts["chat_completions"]
     build(llm_cfg, only=("caption",), force=True)
-    rows = pq.read_table(out / "catalog" / "captions.parquet").to_pylist()
+    rows = pq.read_table(out / "catalog" / "captions").to_pylist()
     with open(out / "work" / "stats-caption.json") as fh:
         stats = json.load(fh)["llm"]
     assert stats["requests"] == state.counts["chat_completions"] - before > 0

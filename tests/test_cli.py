@@ -74,6 +74,6 @@ def test_crawl_one_source_without_a_config(tmp_path, archive_server):
               "--api-key-env", "XC_API_KEY", "--out", str(tmp_path / "c"), env={"XC_API_KEY": TEST_KEY})
     assert res.returncode == 0, res.stderr
     import pyarrow.parquet as pq
-    rows = pq.read_table(tmp_path / "c" / "catalog" / "recordings.parquet").to_pylist()
+    rows = pq.read_table(tmp_path / "c" / "catalog" / "recordings").to_pylist()
     assert rows and {r["scientific_name"] for r in rows} == {"Athene noctua"}
     assert TEST_KEY not in res.stdout + res.stderr

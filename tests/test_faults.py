@@ -26,7 +26,7 @@ def crawl_config(url, out, **extra):
 def catalog_keys(out):
     keys = set()
     for name in ("recordings", "images"):
-        keys |= {r["key"] for r in pq.read_table(os.path.join(out, "catalog", f"{name}.parquet")).to_pylist()}
+        keys |= {r["key"] for r in pq.read_table(os.path.join(out, "catalog", name)).to_pylist()}
     return keys
 
 
@@ -105,7 +105,7 @@ def test_a_persistent_api_fault_stops_one_partition_with_a_reject_and_a_rerun_re
         build(parse_config(crawl_config(url, out)), only=("crawl",))
     finally:
         state.faults.pop("xc_recordings", None)
-    rejects = pq.read_table(os.path.join(out, "work", "rejects-crawl.parquet")).to_pylist()
+    rejects = pq.read_table(os.path.join(out, "work", "rejects-crawl")).to_pylist()
     assert [(r["key"], r["reason"]) for r in rejects] == [("partition:xeno-canto-q000", "http_503")]
     partial = catalog_keys(out)
     assert partial < baseline and any(k.startswith("xeno-canto:") for k in partial)
@@ -131,7 +131,7 @@ def test_media_faults_end_as_rejects_with_reasons(archive_server, tmp_path):
         for rid in cases:
             state.media_faults.pop(("xc", rid), None)
         state.faults.pop("inat_sound", None)
-    rejects = {r["key"]: r["reason"] for r in pq.read_table(os.path.join(cfg.out, "rejects.parquet")).to_pylist()}
+    rejects = {r["key"]: r["reason"] for r in pq.read_table(os.path.join(cfg.out, "rejects")).to_pylist()}
     for rid, (_, reason) in cases.items():
         assert rejects[f"xeno-canto:{rid}"] == reason
     assert not any(k.startswith("inaturalist:sound") and v.startswith("http") for k, v in rejects.items())
@@ -166,11 +166,11 @@ def test_a_crawl_killed_mid_way_resumes_to_the_same_catalog(archive_server, base
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    assert not os.path.exists(os.path.join(out, "catalog", "recordings.parquet"))  # killed before the end
+    assert not os.path.exists(os.path.join(out, "catalog", "recordings"))  # killed before the end
     build(parse_config(cfg), only=("crawl",))
     keys = catalog_keys(out)
     assert keys == baseline
-    rows = pq.read_table(os.path.join(out, "catalog", "recordings.parquet")).to_pylist()
+    rows = pq.read_table(os.path.join(out, "catalog", "recordings")).to_pylist()
     assert len(rows) == len({r["key"] for r in rows})
 
 
@@ -190,13 +190,13 @@ def test_cache_paths_are_hashes_never_archive_strings(tiny_build):
     root = os.path.join(cfg.out, "cache", "media")
     names = [n for _, _, files in os.walk(root) for n in files]
     assert names and all(re.fullmatch(r"[0-9a-f]{64}", n) for n in names)
-    raw = pq.read_table(os.path.join(cfg.out, "catalog", "recordings.parquet")).to_pylist()
+    raw = pq.read_table(os.path.join(cfg.out, "catalog", "recordings")).to_pylist()
     file_names = [__import__("json").loads(r["raw"]).get("file-name") for r in raw if r["source"] == "xeno-canto"]
     assert file_names and not any(f in p for f in file_names if f for p, _, _ in os.walk(cfg.out))
 
 
 def test_id_range_partitions_give_the_same_catalog(archive_server, baseline, tmp_path):
-    from bestiary.pipelines.crawl import id_ranges, partitions
+    from bestiary.pipelines.runs import id_ranges, partitions
     assert id_ranges(1, 10, 3) == [(1, 4), (5, 8), (9, 10)]
     state, url = archive_server
     cfg = crawl_config(url, str(tmp_path / "out"))
@@ -220,11 +220,10 @@ def test_bulk_file_sources_crawl_like_the_apis(tmp_path):
         {"name": "macaulay-export", "base_url": "https://cdn.download.ams.birds.cornell.edu",
          "queries": [str(fixture_path("macaulay", "ml_export_barred_owl.csv")),
                      str(fixture_path("macaulay", "ml_export_blue_jay.csv"))]}]}
-    from bestiary.pipelines.build import run_stage
-    from bestiary.pipelines import stages
-    run_stage(parse_config(cfg), "crawl", stages.crawl)  # no preflight: these media hosts are not reachable here
-    images = pq.read_table(tmp_path / "out" / "catalog" / "images.parquet").to_pylist()
-    audio = pq.read_table(tmp_path / "out" / "catalog" / "recordings.parquet").to_pylist()
+    from bestiary.pipelines.build import run_one
+    run_one(parse_config(cfg), "crawl")  # no preflight: these media hosts are not reachable here
+    images = pq.read_table(tmp_path / "out" / "catalog" / "images").to_pylist()
+    audio = pq.read_table(tmp_path / "out" / "catalog" / "recordings").to_pylist()
     photos = sum(1 for _ in open(od["photos"])) - 1
     assert len(images) == photos and all(r["source"] == "inaturalist" for r in images)
     exports = [fixture_path("macaulay", f) for f in ("ml_export_barred_owl.csv", "ml_export_blue_jay.csv")]

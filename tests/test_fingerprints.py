@@ -10,8 +10,10 @@ from PIL import Image
 
 from bestiary.media.audio import fingerprint_audio, make_clips
 from bestiary.media.fingerprints import dhash, hamming, near_duplicates
-from bestiary.pipelines.dedupe import dedupe_audio, dedupe_images, leak_check
+from bestiary.media.fingerprints import sketch
+from bestiary.pipelines.dedupe import DedupeAudio, DedupeImages, FindLeaks, components, leak_check
 from bestiary.pipelines.errors import LeakError
+from tests.beam_helpers import run_transform
 from tests.conftest import fixture_path
 
 
@@ -54,8 +56,9 @@ def test_dedupe_keeps_the_original_source(finch):
         info, sha, codes = fingerprint_audio(body)
         recs.append({"key": key, "source": source, "taxon_id": "t"})
         probes[key] = {"pcm_sha256": sha, "codes": codes.tobytes()}
-    kept, rejects = dedupe_audio(recs, probes)
-    assert [r["key"] for r in kept] == ["xeno-canto:9"]
+    slim = [{**r, "pcm_sha256": probes[r["key"]]["pcm_sha256"], "codes": probes[r["key"]]["codes"], "published": False}
+            for r in recs]
+    rejects = run_transform(DedupeAudio(), slim)   # a real Beam pipeline: keyed by PCM hash, then by sketch
     reasons = {r["key"]: (r["reason"], r["detail"]) for r in rejects}
     assert reasons == {"inaturalist:sound-3": ("duplicate_audio", "of xeno-canto:9"),
                        "macaulay:1": ("near_duplicate_audio", "of xeno-canto:9")}
@@ -72,9 +75,41 @@ def test_image_dhash_dedupe():
     Image.fromarray((rng.random((120, 160, 3)) * 255).astype(np.uint8)).save(other, format="PNG")
     hashes = {k: dhash(v.getvalue()) for k, v in {"jpg": jpg, "small": small, "other": other}.items()}
     assert hamming(hashes["jpg"], hashes["small"]) <= 4 < hamming(hashes["jpg"], hashes["other"])
-    images = [{"key": k, "source": "inaturalist", "taxon_id": "t"} for k in hashes]
-    kept, dropped = dedupe_images(images, {k: {"dhash": f"{h:016x}"} for k, h in hashes.items()})
-    assert dropped == 1 and {i["key"] for i in kept} == {"jpg", "other"}
+    images = [{"key": k, "source": "inaturalist", "taxon_id": "t", "dhash": f"{h:016x}"} for k, h in hashes.items()]
+    assert run_transform(DedupeImages(), images) == ["small"]  # 'jpg' ranks first and stays
+
+
+def test_copies_share_their_sketch_and_unrelated_recordings_do_not(finch):
+    raw, x, rate = finch
+    copies = [raw, encode(x, rate, "MP3"), encode(soxr.resample(x, rate, 44100), 44100, "WAV"),
+              encode(x[int(2.05 * rate):], rate, "WAV")]
+    sketches = [set(sketch(fingerprint_audio(c)[2])) for c in copies]
+    other = set(sketch(fingerprint_audio(fixture_path("audio", "pykanto_XC663885_european_storm_petrel.wav")
+                                         .read_bytes())[2]))
+    assert all(len(sketches[0] & s) >= 3 for s in sketches[1:])  # candidates for the bit-by-bit check
+    assert all(len(s & other) < 3 for s in sketches)
+
+
+def test_components_keep_the_best_ranked_record():
+    edges = [((1, "b"), (0, "a")), ((2, "c"), (1, "b")), ((5, "x"), (4, "y"))]
+    assert components(edges) == {"b": "a", "c": "a", "x": "y"}
+
+
+def test_near_duplicates_in_a_large_taxon_are_found_without_all_pairs():
+    """A species with 400 recordings, 10 of them with a re-encoded copy: every copy found, nothing else."""
+    rng = np.random.default_rng(3)
+    slim, truth = [], {}
+    for i in range(400):
+        codes = rng.integers(1, 2 ** 15, 300).astype(np.uint16)
+        slim.append({"key": f"xeno-canto:{i:04d}", "source": "xeno-canto", "taxon_id": "t", "pcm_sha256": f"s{i}",
+                     "codes": codes.tobytes(), "published": False})
+        if i % 40 == 0:
+            noisy = codes ^ (rng.random((300, 15)) < 0.04).astype(np.uint16) @ (1 << np.arange(15)).astype(np.uint16)
+            slim.append({"key": f"macaulay:{i:04d}", "source": "macaulay", "taxon_id": "t", "pcm_sha256": f"m{i}",
+                         "codes": noisy.astype(np.uint16).tobytes(), "published": False})
+            truth[f"macaulay:{i:04d}"] = f"xeno-canto:{i:04d}"
+    rejects = run_transform(DedupeAudio(), slim)
+    assert {r["key"]: r["detail"].removeprefix("of ") for r in rejects} == truth
 
 
 def test_leak_check_fails_on_anything_on_two_sides():
@@ -85,6 +120,8 @@ def test_leak_check_fails_on_anything_on_two_sides():
         bad = ok + [{**ok[1], "record": "c", field: value}]
         with pytest.raises(LeakError, match=field):
             leak_check(bad)
+        assert any(line.startswith(field) for line in run_transform(FindLeaks(), bad))
+    assert run_transform(FindLeaks(), ok) == []
 
 
 def test_three_hour_recording_keeps_memory_bounded():

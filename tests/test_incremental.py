@@ -49,7 +49,7 @@ def test_incremental_run_fetches_only_new_records_and_appends_shards(archive_ser
     before = dict(state.counts)
     second = build(cfg, incremental=True)
     asked = {k: state.counts[k] - before.get(k, 0) for k in state.counts if state.counts[k] != before.get(k, 0)}
-    rejects = {r["key"]: r for r in io.read_rows(os.path.join(out, "rejects.parquet"))}
+    rejects = {r["key"]: r for r in io.read_rows(os.path.join(out, "rejects"))}
     usable = [r for r in newest if rejects.get(f"xeno-canto:{r.id}", {}).get("stage") not in ("select", "enrich")]
     assert usable and asked.get("xc_download") == len(usable)      # media: only the new recordings it may use
     assert not {"inat_sound", "inat_photo", "ml_audio", "ml_image", "gbif_media"} & set(asked)
@@ -88,8 +88,8 @@ def test_a_changed_record_becomes_a_tombstone_and_new_samples(archive_server, tm
     out = str(tmp_path / "out")
     cfg = parse_config(tiny_config(url, out))
     build(cfg)
-    sidecars = [io.read_json(p) for p in io.listdir(os.path.join(out, "shards", "*-[0-9]*.json"))]
-    inat_members = [m for s in sidecars for m in s["members"] if m["record"].startswith("inaturalist:")]
+    members = io.read_rows(os.path.join(out, "work", "shards", "*.members.parquet"))
+    inat_members = [m for m in members if m["record"].startswith("inaturalist:")]
     assert inat_members
     sound_id = int(inat_members[0]["record"].rsplit("-", 1)[1])
     obs = next(o for o in state.archive.inat if any(s.id == sound_id for s in o.sounds))
@@ -123,6 +123,6 @@ def test_incremental_on_an_output_without_a_record_index_says_what_to_run(tiny_b
     cfg, _ = tiny_build
     out = tmp_path / "old"
     shutil.copytree(cfg.out, out)
-    os.remove(out / "state" / "index.parquet")
+    shutil.rmtree(out / "state" / "index")
     with pytest.raises(ConfigError, match="run `bestiary build CONFIG` once"):
         build(cfg.model_copy(update={"out": str(out)}), incremental=True)

@@ -5,6 +5,7 @@ import json
 import os
 import tarfile
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
@@ -22,14 +23,14 @@ from tests.conftest import TEST_KEY, bomb_png, tiny_config
 def test_catalog_follows_the_contract(tiny_build):
     cfg, _ = tiny_build
     for name in ("recordings", "images"):
-        table = pq.read_table(os.path.join(cfg.out, "catalog", f"{name}.parquet"))
+        table = pq.read_table(os.path.join(cfg.out, "catalog", name))
         assert table.column_names == CATALOG_COLUMNS
         rows = table.to_pylist()
         assert rows and len({r["key"] for r in rows}) == len(rows)  # overlapping pages kept once
         assert all(r["key"] == f"{r['source']}:{r['source_id']}" for r in rows)
-    audio = pq.read_table(os.path.join(cfg.out, "catalog", "recordings.parquet")).to_pylist()
+    audio = pq.read_table(os.path.join(cfg.out, "catalog", "recordings")).to_pylist()
     assert {r["source"] for r in audio} == {"xeno-canto", "inaturalist", "macaulay", "gbif"}
-    assert pq.read_table(os.path.join(cfg.out, "rejects.parquet")).schema.names == REJECT_SCHEMA.names
+    assert pq.read_table(os.path.join(cfg.out, "rejects")).schema.names == REJECT_SCHEMA.names
 
 
 def test_stats_add_up_and_rejects_have_reasons(tiny_build):
@@ -38,7 +39,7 @@ def test_stats_add_up_and_rejects_have_reasons(tiny_build):
     assert acc["balanced"] and acc["records_crawled"] == acc["recordings_in_samples"] + acc["records_rejected"]
     with open(os.path.join(cfg.out, "stats.json")) as fh:
         assert json.load(fh)["accounting"] == acc
-    rejects = pq.read_table(os.path.join(cfg.out, "rejects.parquet")).to_pylist()
+    rejects = pq.read_table(os.path.join(cfg.out, "rejects")).to_pylist()
     assert all(r["reason"] and r["stage"] for r in rejects)
     assert any(r["reason"] == "license_not_allowed" for r in rejects)  # ND and all-rights-reserved sounds
     assert stats["crawl"]["duplicates_dropped"] > 0  # iNaturalist's sound and photo queries overlap
@@ -115,7 +116,7 @@ def test_api_key_never_reaches_outputs(tiny_build):
 
 def test_mirrored_recordings_are_kept_once(tiny_build):
     cfg, stats = tiny_build
-    rejects = pq.read_table(os.path.join(cfg.out, "rejects.parquet")).to_pylist()
+    rejects = pq.read_table(os.path.join(cfg.out, "rejects")).to_pylist()
     dups = [r for r in rejects if r["reason"] in ("duplicate_audio", "near_duplicate_audio")]
     assert dups, stats["rejects_by_reason"]
     for d in dups:  # the Macaulay re-upload goes, the Xeno-canto original stays
@@ -161,7 +162,7 @@ def test_bad_media_end_as_rejects_and_the_build_goes_on(archive_server, tmp_path
         for k in cases:
             state.media_override.pop(k, None)
     assert stats["accounting"]["balanced"]
-    rejects = {r["key"]: r for r in pq.read_table(os.path.join(cfg.out, "rejects.parquet")).to_pylist()}
+    rejects = {r["key"]: r for r in pq.read_table(os.path.join(cfg.out, "rejects")).to_pylist()}
     prefix = {"xc": "xeno-canto:", "inat": "inaturalist:photo-"}
     for (archive, rid), (_, reason) in cases.items():
         key = prefix[archive] + str(rid)
@@ -238,26 +239,26 @@ def test_a_leak_fails_the_build_before_anything_is_published(tiny_build, tmp_pat
     import pytest
     from bestiary.pipelines.build import finalize
     from bestiary.pipelines.errors import LeakError
+    from bestiary.pipelines.runs import context
     cfg, _ = tiny_build
     copy = tmp_path / "copy"
     shutil.copytree(cfg.out, copy, ignore=shutil.ignore_patterns("*.tar", "cache", "raw"))
     os.remove(copy / "shards" / "manifest.json")
     bad = parse_config(tiny_config("http://127.0.0.1:1", str(copy)))
-    test_sidecar = sorted((copy / "shards").glob("test-*.json"))[0]
-    train_sidecar = sorted((copy / "shards").glob("train-*.json"))[0]
-    stats = json.loads(test_sidecar.read_text())
-    stolen = json.loads(train_sidecar.read_text())["members"][0]
-    stats["members"].append({**stolen, "record": "xeno-canto:0", "split": "test"})  # same observation on two sides
-    test_sidecar.write_text(json.dumps(stats))
+    test_members = sorted((copy / "work" / "shards").glob("test-*.members.parquet"))[0]
+    train_members = sorted((copy / "work" / "shards").glob("train-*.members.parquet"))[0]
+    stolen = pq.read_table(train_members).to_pylist()[0]
+    rows = pq.read_table(test_members).to_pylist() + [{**stolen, "record": "xeno-canto:0", "split": "test"}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(test_members)), test_members)  # one observation, two sides
     with pytest.raises(LeakError, match="observation"):
-        finalize(bad)
+        finalize(context(bad, "full"))
     assert not (copy / "shards" / "manifest.json").exists()
 
 
 def test_gbif_mirrors_are_kept_once_and_gbif_only_records_kept(tiny_build):
     cfg, _ = tiny_build
-    audio = pq.read_table(os.path.join(cfg.out, "catalog", "recordings.parquet")).to_pylist()
-    rejects = {r["key"]: r for r in pq.read_table(os.path.join(cfg.out, "rejects.parquet")).to_pylist()}
+    audio = pq.read_table(os.path.join(cfg.out, "catalog", "recordings")).to_pylist()
+    rejects = {r["key"]: r for r in pq.read_table(os.path.join(cfg.out, "rejects")).to_pylist()}
     gbif = [r for r in audio if r["source"] == "gbif"]
     mirrors = [r for r in gbif if r["mirror_of"]]
     assert mirrors and any(r["mirror_of"].startswith("xeno-canto:") for r in mirrors)

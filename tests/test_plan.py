@@ -1,6 +1,7 @@
-"""The shard plan: splits, pairing and keys, as pure functions."""
-from bestiary.pipelines.plan import plan_shards, sample_key, split_of, taxon_is_unseen
+"""The shard plan: splits, pairing and keys as pure functions, and the Plan transform on a real Beam pipeline."""
+from bestiary.pipelines.plan import Plan, sample_key, shard_cuts, split_of, taxon_is_unseen
 from bestiary.schemas.config import ShardConfig, SplitConfig
+from tests.beam_helpers import run_transform
 
 CFG = SplitConfig(unseen_fraction=0.25, val_fraction=0.1, test_fraction=0.2, salt="t")
 
@@ -19,6 +20,20 @@ def catalog(n_species=12, recs=6, imgs=3):
             images.append({"key": f"ml:{s}-{i}", "observation_id": f"ml:obs-{s}-{i}", "taxon_id": f"t{s}",
                            "media_url": f"http://m/{s}/{i}", "license": "CC0-1.0", "attribution": "x"})
     return audio, images
+
+
+def plan_shards(audio, images, split_cfg, shard_cfg, clip_seconds, max_clips, fixed=(), first=None):
+    """The Plan transform's output as tasks {split, index, name, records}, and its rejects."""
+    planned, rejects = run_transform(Plan(split_cfg, shard_cfg, clip_seconds, max_clips, first=first),
+                                     audio, images, list(fixed))
+    tasks = {}
+    for r in planned:
+        t = tasks.setdefault(r["shard"], {"split": r["split"], "index": r["shard_index"], "name": r["shard"],
+                                          "records": []})
+        t["records"].append(r)
+    for t in tasks.values():
+        t["records"].sort(key=lambda r: r["key"])
+    return sorted(tasks.values(), key=lambda t: t["name"]), rejects
 
 
 def test_unseen_split_is_species_disjoint_and_stable():
@@ -66,7 +81,7 @@ def test_shard_counts_and_minimum_per_split():
     assert set(by_split) == {"train", "val", "test", "unseen"} and all(v == 2 for v in by_split.values())
     again, _ = plan_shards(list(reversed(audio)), list(reversed(images)), CFG,
                            ShardConfig(samples_per_shard=1000, min_shards_per_split=2), 10, 2)
-    assert again == tasks  # input order does not matter
+    assert again == tasks  # input order does not matter, nor the runner's
 
 
 def test_split_of_is_a_pure_function_of_taxon_and_observation():
@@ -91,3 +106,25 @@ def test_shards_capped_by_size_too():
     by_count, _ = plan_shards(audio, images, cfg, ShardConfig(samples_per_shard=1000), 10, 2)
     by_mb, _ = plan_shards(audio, images, cfg, ShardConfig(samples_per_shard=1000, max_mb=5), 10, 2)
     assert len(by_count) == 1 and len(by_mb) == 18  # 144 clips of ~0.61 MB in 5 MB shards: ceil(87.3 / 5)
+
+
+def test_shard_cuts_balance_clips_and_never_leave_a_shard_empty():
+    hist = [(b, 1 + b % 3) for b in range(0, 6000, 60)]     # 100 buckets
+    cuts = shard_cuts(hist, ShardConfig(samples_per_shard=20), 10, 48000)
+    total = sum(c for _, c in hist)
+    assert len(cuts) == -(-total // 20) and cuts == sorted(set(cuts)) and cuts[0] == 0
+    sizes = [sum(c for b, c in hist if lo <= b < hi) for lo, hi in zip(cuts, cuts[1:] + [10 ** 9])]
+    assert min(sizes) > 0 and max(sizes) - min(sizes) <= 3
+    few = shard_cuts([(7, 1), (9, 1)], ShardConfig(samples_per_shard=1000, min_shards_per_split=4), 10, 48000)
+    assert few == [7, 9]   # never more shards than buckets with records
+
+
+def test_appended_shards_are_numbered_after_the_published_ones_and_images_keep_their_split():
+    audio, images = catalog()
+    fixed = [("ml:0-0", "test")]
+    tasks, _ = plan_shards(audio, images, CFG, ShardConfig(samples_per_shard=10), 10, 2, fixed,
+                           first={"train": 5, "test": 3})
+    assert min(t["index"] for t in tasks if t["split"] == "train") == 5
+    assert min(t["index"] for t in tasks if t["split"] == "test") == 3
+    paired = {r["image_key"]: t["split"] for t in tasks for r in t["records"]}
+    assert paired.get("ml:0-0", "test") == "test"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -161,24 +163,24 @@ def test_enrich_on_a_million_rows_stays_under_2_gib(tiny_build, big_backbone, tm
     """The Beam enrich stage with the 1M-row backbone, in a child process whose peak RSS is measured."""
     cfg, _ = tiny_build
     out = tmp_path / "out"
-    for name in ("recordings.parquet", "images.parquet"):
-        io.write_bytes(str(out / "catalog" / name), io.read_bytes(io.join(cfg.out, "catalog", name)))
+    for name in ("recordings", "images"):
+        shutil.copytree(os.path.join(cfg.out, "catalog", name), out / "catalog" / name)
     conf = cfg.model_dump(mode="json")
     conf["out"] = str(out)
     conf["taxonomy"]["backbone"] = big_backbone
     script = textwrap.dedent(f"""
         import json, resource
         from bestiary.schemas.config import parse_config
-        from bestiary.pipelines.enrich import enrich
-        enrich(parse_config(json.loads({json.dumps(json.dumps(conf))})))
+        from bestiary.pipelines.build import run_one
+        run_one(parse_config(json.loads({json.dumps(json.dumps(conf))})), "enrich")
         print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     """)
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     peak_kib = int(res.stdout.split("PEAK")[1].split()[0])
     assert peak_kib < 2 * 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
-    small = io.read_rows(io.join(cfg.out, "catalog", "resolutions.parquet"))
-    large = io.read_rows(str(out / "catalog" / "resolutions.parquet"))
+    small = io.read_rows(io.join(cfg.out, "catalog", "resolutions"))
+    large = io.read_rows(str(out / "catalog" / "resolutions"))
     assert [(r["key"], r["taxon_id"]) for r in large] == [(r["key"], r["taxon_id"]) for r in small]
 
 
@@ -262,11 +264,11 @@ def test_mappings_are_checked_against_the_vocabulary(tmp_path):
 
 def test_build_resolves_every_record_and_carries_traits(tiny_build):
     cfg, stats = tiny_build
-    res = io.read_rows(io.join(cfg.out, "catalog", "resolutions.parquet"))
-    catalog = io.read_rows(io.join(cfg.out, "catalog", "recordings.parquet")) + \
-        io.read_rows(io.join(cfg.out, "catalog", "images.parquet"))
+    res = io.read_rows(io.join(cfg.out, "catalog", "resolutions"))
+    catalog = io.read_rows(io.join(cfg.out, "catalog", "recordings")) + \
+        io.read_rows(io.join(cfg.out, "catalog", "images"))
     assert sorted(r["key"] for r in res) == sorted(r["key"] for r in catalog)   # every record accounted for
-    taxa = io.read_rows(io.join(cfg.out, "catalog", "taxa.parquet"))
+    taxa = io.read_rows(io.join(cfg.out, "catalog", "taxa"))
     assert {t["accepted_name"] for t in taxa} == {"Strix aluco", "Strix varia", "Bubo bubo", "Bubo virginianus",
                                                   "Athene noctua"}
     owl = next(t for t in taxa if t["accepted_name"] == "Strix varia")
@@ -277,7 +279,7 @@ def test_build_resolves_every_record_and_carries_traits(tiny_build):
     shard = next(s for s in io.read_json(io.join(cfg.out, "shards", "manifest.json"))["shards"])
     sample = next(iter(wds.WebDataset(io.join(cfg.out, "shards", shard["file"]), shardshuffle=False)))
     meta = json.loads(sample["json"])
-    table = {t["taxon_id"]: t for t in io.read_rows(io.join(cfg.out, "catalog", "traits.parquet"))}
+    table = {t["taxon_id"]: t for t in io.read_rows(io.join(cfg.out, "catalog", "traits"))}
     expected = {k: v for k, v in table[meta["taxon"]["taxon_id"]].items() if k in meta["traits"]}
     assert meta["traits"] == expected and meta["traits"]["predator"] is not None
     assert meta["traits"]["fossorial"] is None    # no table says: missing, not False
@@ -298,21 +300,21 @@ def test_sample_data_files_are_what_the_generator_writes(tmp_path, monkeypatch):
 def test_gbif_match_api_path_meets_the_backbone(tiny_build, archive_server, tmp_path):
     """Without a backbone dump, GBIF's species match API (on the sample server) resolves the same records to
     the same accepted taxa; its answers are cached, so a second run asks nothing."""
-    from bestiary.pipelines.enrich import enrich
+    from bestiary.pipelines.build import run_one
     from bestiary.schemas.config import parse_config
     state, url = archive_server
     cfg, _ = tiny_build
     out = tmp_path / "out"
-    for name in ("recordings.parquet", "images.parquet"):
-        io.write_bytes(str(out / "catalog" / name), io.read_bytes(io.join(cfg.out, "catalog", name)))
+    for name in ("recordings", "images"):
+        shutil.copytree(os.path.join(cfg.out, "catalog", name), out / "catalog" / name)
     conf = cfg.model_dump(mode="json") | {"out": str(out), "taxonomy": {"gbif_base_url": url}}
-    enrich(parse_config(conf))
-    by_backbone = {r["key"]: r["taxon_id"] for r in io.read_rows(io.join(cfg.out, "catalog", "resolutions.parquet"))}
-    by_api = io.read_rows(str(out / "catalog" / "resolutions.parquet"))
+    run_one(parse_config(conf), "enrich")
+    by_backbone = {r["key"]: r["taxon_id"] for r in io.read_rows(io.join(cfg.out, "catalog", "resolutions"))}
+    by_api = io.read_rows(str(out / "catalog" / "resolutions"))
     assert {r["key"]: r["taxon_id"] for r in by_api} == by_backbone
     assert {r["method"] for r in by_api if r["taxon_id"]} == {"gbif_match"}
     route = next(r for r in state.counts if "match" in r)
     assert state.counts[route] > 0
     before = state.counts[route]
-    enrich(parse_config(conf))
+    run_one(parse_config(conf), "enrich")
     assert state.counts[route] == before

@@ -1,0 +1,123 @@
+"""Tables as folders of Parquet parts, read and written by Beam transforms.
+
+`ReadTable` lists a folder's parts on a worker at run time (so the graph holds
+a path, never a file list or rows) and streams each part in record batches.
+`WriteTable` sorts rows into a number of parts fixed by the row count
+(`rows_per_part`), each part written by one worker, rows sorted inside it:
+the same rows give the same bytes on any runner.  pyarrow, DuckDB, pandas and
+polars read such a folder as one table.
+"""
+from __future__ import annotations
+
+import io as _io
+import math
+import zlib
+from collections.abc import Iterable, Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bestiary.pipelines import io
+from bestiary.schemas.records import to_table
+
+ROW_GROUP = 10_000
+BATCH = 2_000
+
+
+def stable_bucket(value: object, n: int) -> int:
+    """A bucket in [0, n) from a value's text: the same on every worker (Python's hash() is salted)."""
+    return zlib.crc32(str(value).encode()) % n if n > 1 else 0
+
+
+def part_name(i: int) -> str:
+    return f"part-{i:05d}.parquet"
+
+
+def sort_rows(rows: Iterable[dict], by: Sequence[str]) -> list[dict]:
+    return sorted(rows, key=lambda r: tuple((r.get(c) is None, r.get(c) if r.get(c) is not None else "") for c in by))
+
+
+def write_part(path: str, rows: list[dict], schema: pa.Schema) -> None:
+    buf = _io.BytesIO()
+    pq.write_table(to_table(rows, schema), buf, compression="zstd", row_group_size=ROW_GROUP)
+    io.write_bytes(path, buf.getvalue())
+
+
+def read_part(path: str, columns: list[str] | None = None) -> Iterable[list[dict]]:
+    """A part's rows in batches (a part is a few tens of MB; its rows never all become dicts at once)."""
+    f = pq.ParquetFile(_io.BytesIO(io.read_bytes(path)))
+    cols = [c for c in columns if c in f.schema_arrow.names] if columns else None
+    for batch in f.iter_batches(batch_size=BATCH, columns=cols):
+        yield batch.to_pylist()
+
+
+class _ReadPart(beam.DoFn):
+    def __init__(self, columns: list[str] | None):
+        self.columns = columns
+
+    def process(self, path: str):
+        for batch in read_part(path, self.columns):
+            yield from batch
+
+
+class ReadTable(beam.PTransform):
+    """Rows (dicts) of a table folder or of the Parquet files a glob matches; none when there are none."""
+
+    def __init__(self, where: str, columns: list[str] | None = None):
+        super().__init__()
+        self.where, self.columns = where, columns
+
+    def expand(self, pbegin):
+        return (pbegin | "where" >> beam.Create([self.where]) | "parts" >> beam.FlatMap(io.parts)
+                | "spread" >> beam.Reshuffle() | "rows" >> beam.ParDo(_ReadPart(self.columns)))
+
+
+class _WritePart(beam.DoFn):
+    def __init__(self, folder: str, schema: pa.Schema, sort_by: Sequence[str]):
+        self.folder, self.schema, self.sort_by = folder, schema, tuple(sort_by)
+
+    def process(self, item):
+        i, rows = item
+        rows = sort_rows(rows, self.sort_by)
+        write_part(io.join(self.folder, part_name(i)), rows, self.schema)
+        yield part_name(i), len(rows)
+
+
+def _assign(row: dict, count: int, rows_per_part: int, by: str):
+    return stable_bucket(row.get(by), max(1, math.ceil(count / rows_per_part))), row
+
+
+def _write_empty(count: int, folder: str, schema: pa.Schema) -> None:
+    if count == 0:  # readers still see the table's columns
+        write_part(io.join(folder, part_name(0)), [], schema)
+
+
+class WriteTable(beam.PTransform):
+    """Rows -> `folder/part-NNNNN.parquet`: parts by a stable hash of `sort_by[0]`, rows sorted by `sort_by`.
+
+    The folder should be empty (the stage clears its outputs first).  Returns (part, rows) per part."""
+
+    def __init__(self, folder: str, schema: pa.Schema, sort_by: Sequence[str] = ("key",), rows_per_part: int = 50_000):
+        super().__init__()
+        self.folder, self.schema, self.sort_by, self.rows_per_part = folder, schema, tuple(sort_by), rows_per_part
+
+    def expand(self, rows):
+        count = rows | "count" >> beam.combiners.Count.Globally()
+        keyed = rows | "part of" >> beam.Map(_assign, beam.pvalue.AsSingleton(count), self.rows_per_part,
+                                              self.sort_by[0])
+        _ = count | "empty table" >> beam.Map(_write_empty, self.folder, self.schema)
+        return (keyed | "group parts" >> beam.GroupByKey()
+                | "write parts" >> beam.ParDo(_WritePart(self.folder, self.schema, self.sort_by)))
+
+
+def write_json_once(pbegin, path: str, **side):
+    """Write one JSON object built from singleton side inputs (e.g. stage stats), after they are computed."""
+    def build(_, **values):
+        out = {}
+        for v in values.values():
+            out.update(v)
+        io.write_json(path, out)
+    return (pbegin | f"once {path.rsplit('/', 1)[-1]}" >> beam.Create([None])
+            | f"write {path.rsplit('/', 1)[-1]}" >> beam.Map(build, **{k: beam.pvalue.AsSingleton(v)
+                                                                        for k, v in side.items()}))
