@@ -81,23 +81,25 @@ def write_dump(cfg, n: int) -> None:
                       {"cursor": None, "pages": pages, "done": True})
 
 
-def write_probes(cfg, n: int) -> None:
-    """An earlier build's probes: 1 % exact and 2 % near copies of the recording before; 2 % near-copy images."""
+def write_probes(cfg, n: int, species: int) -> None:
+    """An earlier build's probes: 1 % exact and 2 % near copies of an earlier recording of the same species;
+    2 % near-copy images."""
     from bestiary.pipelines.probe import PROBE_SCHEMA, media_fingerprint
     from bestiary.pipelines.tables import part_name, write_part
     rng = np.random.default_rng(1)
     afp, ifp = media_fingerprint(cfg.media, "audio"), media_fingerprint(cfg.media, "image")
-    rows, part, prev_codes, prev_hash = [], 0, None, None
+    rows, part, prev_hash, earlier = [], 0, None, {}
     for i in range(n):
         oid = ID0 + i
         codes = rng.integers(1, 1 << 15, 200).astype(np.uint16)
         sha = f"{oid:064x}"
-        if prev_codes is not None and i % 100 == 1:
-            codes, sha = prev_codes, prev_sha
-        elif prev_codes is not None and i % 50 == 3:
+        before = earlier.get(i % species)  # observation i's species is taxa[i % species]
+        if before is not None and i % 100 == 1:
+            codes, sha = before
+        elif before is not None and i % 50 == 3:
             flips = (rng.random((200, 15)) < 0.03).astype(np.uint16) @ (1 << np.arange(15)).astype(np.uint16)
-            codes = (prev_codes ^ flips).astype(np.uint16)
-        prev_codes, prev_sha = codes, sha
+            codes = (before[0] ^ flips).astype(np.uint16)
+        earlier[i % species] = codes, sha
         rows.append({"kind": "audio", "key": f"inaturalist:sound-{oid}", "url": f"http://127.0.0.1:9/sounds/{oid}.wav",
                      "media_fp": afp, "blob": sha, "pcm_sha256": sha, "codes": codes.tobytes(), "sample_rate": 44100,
                      "channels": 1, "seconds": 20.0, "clips": 2, "derived": f"cache/derived/{sha}.clips"})
@@ -194,7 +196,8 @@ def run_driver(conf: dict, stages: str) -> dict:
     by_kind: dict[str, int] = {}
     for kind, rss in peaks.values():
         by_kind[kind] = max(by_kind.get(kind, 0), rss)
-    return {"wall": wall, "times": result["times"], "driver_mib": result["driver_kib"] / 1024,
+    # the driver's own figure from polling: ru_maxrss would count the parent's pages it was forked with
+    return {"wall": wall, "times": result["times"], "driver_mib": by_kind.get("driver", 0) / 2**20,
             "worker_mib": by_kind.get("worker", 0) / 2**20, "runner_mib": by_kind.get("runner", 0) / 2**20}
 
 
@@ -205,7 +208,7 @@ def metadata(n: int, workers: int, keep: str | None) -> dict:
         cfg = parse_config(conf)
         t = time.perf_counter()
         write_dump(cfg, n)
-        write_probes(cfg, n)
+        write_probes(cfg, n, len(template()[1]))
         gen = time.perf_counter() - t
         got = run_driver(conf, "crawl,enrich,caption,plan")
         graphs = json.load(open(os.path.join(cfg.out, "work", "graphs.json")))
@@ -263,8 +266,10 @@ def main() -> None:
         lo, hi = results[0], results[-1]
         mid = results[-2]
         graph_max = max(max(r["graphs"].values()) for r in results)
-        same = all(r["graphs"] == results[0]["graphs"] for r in results)
-        print(f"graphs: largest {graph_max:,} bytes (goal < 1 MB), identical at every size: {same}")
+        # Beam compresses pickled functions, so sizes move by a few dozen bytes with the paths in them
+        spread = max(abs(r["graphs"][k] - results[0]["graphs"][k]) / results[0]["graphs"][k]
+                     for r in results for k in results[0]["graphs"])
+        print(f"graphs: largest {graph_max:,} bytes (goal < 1 MB); largest change across sizes {spread:.3%}")
         print(f"driver peak RSS {hi['n']:,} / {lo['n']:,}: {hi['driver_mib'] / lo['driver_mib']:.2f}x (goal <= 1.2)")
         print(f"largest worker at {hi['n']:,}: {hi['worker_mib']:.0f} MiB (goal < 2048)")
         per = [r["wall"] / r["n"] for r in (mid, hi)]

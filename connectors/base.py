@@ -28,9 +28,14 @@ class Connector:
     cursor_field: ClassVar[str | None] = None   # catalog column whose highest value is an id cursor
     id_ranges: ClassVar[bool] = False   # can a query be cut into record-id ranges?
     bulk: ClassVar[bool] = False        # a file read whole (queries are paths or URLs), not an API
+    needs_key: ClassVar[bool] = False   # the API refuses requests without a key
+    key_env: ClassVar[str | None] = None   # the usual environment variable for it
+    api_path: ClassVar[str | None] = None  # what preflight asks: a 404 there means the base URL is wrong
 
-    def pages(self, client: HttpClient, src, query: Any, cursor: Any) -> Iterator[tuple[list[dict], Any]]:
-        """(records, next cursor) per page; the cursor is None after the last page."""
+    def pages(self, client: HttpClient, src, query: Any, cursor: Any) -> Iterator[tuple[list[dict], Any, int | None]]:
+        """(records, next cursor, records the API says the query has (None: it does not say)) per page; the
+        cursor is None after the last page.  The crawl bounds the pages by that count, and stops on a cursor
+        seen before or a page that repeats the last one."""
         raise NotImplementedError
 
     def normalize(self, src, record: dict) -> list[dict]:

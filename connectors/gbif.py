@@ -107,6 +107,7 @@ def normalize_occurrence(occ: dict) -> list[dict]:
 
 class GbifOccurrences(Connector):
     name, code, priority = SOURCE, "gbif", 3
+    api_path = "/v1/occurrence/search"
 
     def pages(self, client, src, query, cursor):
         from bestiary.connectors.http import FetchError
@@ -122,7 +123,7 @@ class GbifOccurrences(Connector):
             if not end and records and nxt + min(src.per_page, MAX_LIMIT) > MAX_OFFSET:
                 raise FetchError("gbif_offset_limit", "over 100,000 results: split the query or use a GBIF download")
             cursor = nxt if records and not end else None
-            yield records, cursor
+            yield records, cursor, count
             if cursor is None:
                 return
 

@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -87,7 +88,8 @@ AUDIO_TYPES = ("audio/", "application/octet-stream", "binary/octet-stream")  # w
 IMAGE_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 
 # failures worth another try: the next answer may well be whole
-TRANSIENT = {"http_body_incomplete", "http_timeout", "http_connection", "http_retries_exhausted", "invalid_json"}
+TRANSIENT = {"http_body_incomplete", "http_timeout", "http_connection", "http_retries_exhausted", "invalid_json",
+             "truncated_encoding"}
 
 
 @dataclass
@@ -100,6 +102,10 @@ class HttpPolicy:
     max_body_bytes: int = 512 * 1024 * 1024
     rates: dict[str, float] = field(default_factory=dict)  # host -> requests/s; unknown hosts unlimited
     offline: bool = False            # a rebuild: every request is refused, everything must come from caches
+    download_deadline_s: float = 1800.0   # a whole body, however it trickles in
+    min_rate_bps: float = 1024.0          # after `slow_grace_s`, a body slower than this is abandoned
+    slow_grace_s: float = 30.0
+    max_redirects: int = 5
 
 
 RETRY_STATUS = (429, 500, 502, 503, 504)
@@ -109,12 +115,25 @@ MAX_RETRY_AFTER = 120.0  # seconds: a longer Retry-After is obeyed up to this
 def make_session(policy: HttpPolicy) -> requests.Session:
     """A session without urllib3's own retries: every attempt goes through the host's pacer (HttpClient)."""
     s = requests.Session()
+    s.max_redirects = policy.max_redirects
     adapter = HTTPAdapter(max_retries=Retry(total=0, connect=0, read=0, redirect=10, status=0,
                                              raise_on_status=False, raise_on_redirect=True), pool_maxsize=16)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     s.headers["User-Agent"] = USER_AGENT
+    s.headers["Accept-Encoding"] = "gzip, deflate"   # what _get_bytes decodes itself, strictly
     return s
+
+
+def check_url(url: str) -> None:
+    """Only absolute http(s) URLs with a host are fetched: a relative path, a scheme-less or a file:// URL
+    from an archive is a reject, never a read of this machine's files."""
+    try:
+        parts = urlsplit(url or "")
+    except ValueError:
+        raise FetchError("bad_url", f"not a URL: {str(url)[:80]!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise FetchError("bad_url", f"not an absolute http(s) URL: {_safe(str(url))[:80]!r}")
 
 
 def retry_after(resp: requests.Response) -> float | None:
@@ -157,6 +176,7 @@ class HttpClient:
         of the host's pacer, so retries count against its rate."""
         if self.policy.offline:
             raise FetchError("offline", f"not in the caches: {_safe(url)}")
+        check_url(url)
         host = urlsplit(url).netloc
         pacer = self._pacer(host)
         for attempt in range(self.policy.retries + 1):
@@ -173,6 +193,13 @@ class HttpClient:
             except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
                 if last:
                     raise FetchError("http_connection", _safe(str(err))) from None
+            except requests.exceptions.TooManyRedirects:
+                raise FetchError("redirect_loop", f"over {self.policy.max_redirects} redirects from {_safe(url)}") from None
+            except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
+                    requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader) as err:
+                raise FetchError("bad_redirect", f"{type(err).__name__} from {_safe(url)}") from None
+            except (requests.exceptions.RequestException, ValueError, OSError) as err:
+                raise FetchError("http_error", f"{type(err).__name__} from {_safe(url)}") from None
             else:
                 if resp.status_code in RETRY_STATUS and not last:
                     wait = retry_after(resp)
@@ -204,22 +231,61 @@ class HttpClient:
         return self.with_retries(lambda: self._get_bytes(url, params, expect))
 
     def _get_bytes(self, url: str, params: dict | None = None, expect: tuple[str, ...] = ()) -> bytes:
+        """The whole body, or FetchError: too large, cut short (fewer bytes than declared, or a compressed
+        stream that does not end), too slow (under `min_rate_bps` after the grace time) or past the
+        deadline.  Reads return as soon as any bytes arrive, so a trickle cannot hide behind the read
+        timeout, and a watchdog shuts the socket at the deadline."""
         resp = self.get(url, params=params, expect=expect)
-        declared = int(resp.headers.get("Content-Length") or 0)
-        if declared > self.policy.max_body_bytes:
+        p = self.policy
+        declared = int(resp.headers.get("Content-Length") or 0) if (resp.headers.get("Content-Length") or "").isdigit() else 0
+        if declared > p.max_body_bytes:
             resp.close()
             raise FetchError("body_too_large", f"{declared} bytes")
-        chunks, size = [], 0
-        try:
-            for chunk in resp.iter_content(1 << 16):
-                size += len(chunk)
-                if size > self.policy.max_body_bytes:
-                    raise FetchError("body_too_large", f"over {self.policy.max_body_bytes} bytes")
-                chunks.append(chunk)
-        except requests.exceptions.RequestException as err:
-            raise FetchError("http_body_incomplete", _safe(str(err))) from None
-        finally:
+        encoding = (resp.headers.get("Content-Encoding") or "").strip().lower()
+        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
             resp.close()
+            raise FetchError("unsupported_encoding", f"{encoding[:40]} from {_safe(url)}")
+        decoder = zlib.decompressobj(47) if encoding in ("gzip", "x-gzip", "deflate") else None
+        start = time.monotonic()
+        watchdog = threading.Timer(p.download_deadline_s, resp.raw.shutdown)
+        watchdog.daemon = True
+        watchdog.start()
+        chunks, size, got = [], 0, 0
+        try:
+            while True:
+                chunk = resp.raw.read1(1 << 16, decode_content=False)
+                if not chunk:
+                    break
+                got += len(chunk)
+                if decoder is not None:
+                    chunk = decoder.decompress(chunk, p.max_body_bytes + 1 - size)
+                size += len(chunk)
+                if size > p.max_body_bytes:
+                    raise FetchError("body_too_large", f"over {p.max_body_bytes} bytes")
+                chunks.append(chunk)
+                elapsed = time.monotonic() - start
+                if elapsed > p.download_deadline_s:
+                    raise FetchError("download_deadline", f"over {p.download_deadline_s:.0f} s for {_safe(url)}")
+                if elapsed > p.slow_grace_s and got / elapsed < p.min_rate_bps:
+                    raise FetchError("download_too_slow", f"{got / elapsed:.0f} B/s from {_safe(url)}")
+        except FetchError:
+            raise
+        except Exception as err:  # urllib3, socket and zlib errors alike: the body did not arrive whole
+            if time.monotonic() - start >= p.download_deadline_s:
+                raise FetchError("download_deadline", f"over {p.download_deadline_s:.0f} s for {_safe(url)}") from None
+            raise FetchError("http_body_incomplete", f"{type(err).__name__}: {_safe(str(err))}") from None
+        finally:
+            watchdog.cancel()
+            resp.close()
+        if declared and got < declared:
+            raise FetchError("http_body_incomplete", f"{got} of {declared} bytes from {_safe(url)}")
+        if decoder is not None:
+            try:
+                chunks.append(decoder.flush())
+            except zlib.error:
+                raise FetchError("truncated_encoding", f"{encoding} stream broken from {_safe(url)}") from None
+            if not decoder.eof:
+                raise FetchError("truncated_encoding", f"{encoding} stream cut short from {_safe(url)}")
         return b"".join(chunks)
 
     def get_json(self, url: str, params: dict | None = None):
@@ -254,4 +320,6 @@ def policy_from(http, sources=()) -> HttpPolicy:
                 rates[urlsplit(s.media_base_url).netloc] = s.requests_per_second
     return HttpPolicy(connect_timeout=http.connect_timeout, read_timeout=http.read_timeout, retries=http.retries,
                       body_retries=http.body_retries, backoff=http.backoff,
-                      max_body_bytes=int(http.max_body_mb * 1024 * 1024), rates=rates, offline=http.offline)
+                      max_body_bytes=int(http.max_body_mb * 1024 * 1024), rates=rates, offline=http.offline,
+                      download_deadline_s=http.download_deadline_s, min_rate_bps=http.min_download_bps,
+                      slow_grace_s=http.slow_grace_s, max_redirects=http.max_redirects)

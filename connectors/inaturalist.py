@@ -45,6 +45,8 @@ def normalize(obs: dict) -> list[dict]:
     taxon = obs.get("taxon") or {}
     user = obs.get("user") or {}
     lat, lon = _location(obs)
+    if not str(obs.get("id") or "").isdigit():
+        raise ValueError(f"observation without a numeric id: {obs.get('id')!r}")
     oid = str(obs["id"])
     base = empty_catalog_row()
     base.update(
@@ -65,6 +67,8 @@ def normalize(obs: dict) -> list[dict]:
         base["quality"] = f"{base['quality'] or ''};coords_obscured".lstrip(";")
     rows = []
     for snd in obs.get("sounds") or []:
+        if snd.get("id") is None:
+            raise ValueError("sound without an id")
         row = dict(base)
         row.update(
             key=f"{SOURCE}:sound-{snd['id']}", source_id=f"sound-{snd['id']}", media_type="audio",
@@ -74,6 +78,8 @@ def normalize(obs: dict) -> list[dict]:
         )
         rows.append(row)
     for ph in obs.get("photos") or []:
+        if ph.get("id") is None:
+            raise ValueError("photo without an id")
         row = dict(base)
         row.update(
             key=f"{SOURCE}:photo-{ph['id']}", source_id=f"photo-{ph['id']}", media_type="image",
@@ -88,15 +94,20 @@ def normalize(obs: dict) -> list[dict]:
 class INaturalist(Connector):
     name, code, priority = SOURCE, "inat", 1
     cursor_field, id_ranges = "observation_id", True   # observation ids: what `id_above` pages on
+    api_path = "/v1/observations"
 
     def pages(self, client, src, query, cursor):
         while True:
             above = cursor or int(dict(query).get("id_above", 0))
             url, params = page_request(src.base_url, dict(query), above, src.per_page)
-            records = parse_page(client.get_json(url, params))
+            body = client.get_json(url, params)
+            records = parse_page(body)
             ids = [int(r["id"]) for r in records if isinstance(r, dict) and str(r.get("id", "")).isdigit()]
             cursor = max(ids) if ids else None
-            yield records, cursor
+            if cursor is not None and cursor <= above:  # ids must grow: a page at or below the cursor ends it
+                cursor = None
+            total = body.get("total_results")
+            yield records, cursor, int(total) if str(total).isdigit() else None
             if cursor is None:
                 return
 

@@ -110,14 +110,14 @@ def normalize_export_row(row: dict, media_base: str, license_override: str | Non
 BULK_PAGE = 10_000  # records per kept page of a bulk file source
 
 
-def bulk_pages(records: list[dict], cursor) -> Iterator[tuple[list[dict], int | None]]:
+def bulk_pages(records: list[dict], cursor) -> Iterator[tuple[list[dict], int | None, int]]:
     """A file read whole, kept in pages of BULK_PAGE records (the cursor is the next record's index)."""
     start = cursor or 0
     for lo in range(start, len(records), BULK_PAGE):
         hi = min(len(records), lo + BULK_PAGE)
-        yield records[lo:hi], hi if hi < len(records) else None
+        yield records[lo:hi], hi if hi < len(records) else None, len(records)
     if start >= len(records):
-        yield [], None
+        yield [], None, len(records)
 
 
 def read_file(client, where: str) -> bytes:
@@ -130,15 +130,16 @@ def read_file(client, where: str) -> bytes:
 
 class Macaulay(Connector):
     name, code, priority = SOURCE, "ml", 2
+    api_path = "/api/v1/search"
 
     def pages(self, client, src, query, cursor):
-        seen = set()
         while True:
             url, params = page_request(src.base_url, dict(query), cursor, src.per_page)
-            records, nxt = parse_page(client.get_json(url, params))
-            seen.add(cursor)
-            cursor = nxt if records and nxt and nxt not in seen else None
-            yield records, cursor
+            body = client.get_json(url, params)
+            records, nxt = parse_page(body)
+            cursor = nxt if records and nxt and nxt != cursor else None   # the crawl checks longer cycles
+            total = (body.get("results") or {}).get("count")
+            yield records, cursor, total if isinstance(total, int) else None
             if cursor is None:
                 return
 

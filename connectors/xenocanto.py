@@ -61,6 +61,7 @@ def api_key(env_name: str | None) -> str | None:
 class XenoCanto(Connector):
     name, code, priority = SOURCE, "xc", 0
     cursor_field, id_ranges = "source_id", True
+    needs_key, key_env, api_path = True, "XC_API_KEY", "/api/3/recordings"
 
     def pages(self, client, src, query, cursor):
         total = None
@@ -74,7 +75,7 @@ class XenoCanto(Connector):
                 raise PagingChanged(f"numRecordings {total} -> {count} at page {page}")
             total = count
             cursor = page + 1 if page < pages and records else None
-            yield records, cursor
+            yield records, cursor, count
             if cursor is None:
                 return
 

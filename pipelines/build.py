@@ -28,7 +28,9 @@ from bestiary.pipelines.enrich import OUTPUTS as ENRICH_OUTPUTS
 from bestiary.pipelines.enrich import Enrich
 from bestiary.pipelines.errors import LeakError
 from bestiary.pipelines.finalize import Finalize, accounting, image_account
+from bestiary.connectors import registry
 from bestiary.pipelines.killpoints import killpoint
+from bestiary.pipelines.lock import OutputLock
 from bestiary.pipelines.runner import configure_filesystems, pipeline
 from bestiary.pipelines.runs import context, load_runs, save_runs, start_incremental
 from bestiary.pipelines.shard import OUTPUTS as PLAN_OUTPUTS
@@ -54,15 +56,69 @@ def preflight(cfg: BuildConfig, timeout: float = 5.0) -> None:
     if cfg.taxonomy.gbif_base_url:
         urls.append(("gbif", cfg.taxonomy.gbif_base_url))
     policy, pacers = policy_from(cfg.http, cfg.sources), {}
+    roots = {s.base_url: registry.get(s.name).api_path for s in cfg.sources}
     for name, url in urls:
         host = urlsplit(url).netloc
         rate = rate_for(host, policy)
         if rate:
             pacers.setdefault(host, Pacer(rate)).acquire()
+        path = roots.get(url) or "/"
         try:
-            requests.head(url + "/", timeout=timeout, allow_redirects=False, headers={"User-Agent": USER_AGENT})
+            got = requests.head(url + path, timeout=timeout, allow_redirects=False, headers={"User-Agent": USER_AGENT})
         except requests.RequestException as err:
             raise ConfigError(f"cannot reach {name} at {url} ({type(err).__name__})") from None
+        if got.status_code == 404 and path != "/":
+            raise ConfigError(f"{url} is not a {name} API: {path} answers 404 (base_url is the host, "
+                              f"e.g. https://xeno-canto.org, not a path under it)")
+
+
+def check_out(out: str) -> None:
+    """The output folder can be one: not a file, not under a file, writable."""
+    if not io.is_local(out):
+        return
+    path = os.path.abspath(out)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"out {out} is a file, not a folder")
+    parent = path
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise ConfigError(f"out {out} is under a file ({parent})")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "wb") as fh:
+            fh.write(b"")
+        os.remove(probe)
+    except OSError as err:
+        raise ConfigError(f"cannot write to out {out} ({err.strerror or type(err).__name__})") from None
+
+
+SHAPING = ("media", "licenses", "splits", "shards")   # the sections that shape the shards
+
+
+def check_shaping(cfg: BuildConfig, force: bool, incremental: bool) -> None:
+    """An output holds the shards of one config: one whose shard-shaping sections differ is refused (a full
+    build with --force replaces its shards; an incremental run never mixes two)."""
+    path = io.join(cfg.out, "work", "shaping.json")
+    if not io.exists(path) or not io.exists(io.join(cfg.out, "shards", "manifest.json")):
+        return
+    before, now = io.read_json(path), {s: cfg.fingerprint(s) for s in SHAPING}
+    differ = sorted(k for k in SHAPING if before.get(k) != now[k])
+    if not differ:
+        return
+    if incremental:
+        raise ConfigError(f"{cfg.out} holds shards of another config ({', '.join(differ)} differ): an incremental "
+                          "run adds to the same config only; build into a new folder")
+    if not force:
+        raise ConfigError(f"{cfg.out} holds shards of another config ({', '.join(differ)} differ): build into a "
+                          "new folder, or add --force to replace them")
+
+
+def clean_leftovers(cfg: BuildConfig) -> None:
+    """Files a killed run left half-written (`*.tmp-PID`): never published, removed on the next run."""
+    for pattern in ("shards/*.tmp-*", "work/shards/*.tmp-*", "work/*.tmp-*", "state/*.tmp-*"):
+        io.delete(io.listdir(io.join(cfg.out, *pattern.split("/"))))
 
 
 def stage_fingerprint(cfg: BuildConfig, stage: str) -> str:
@@ -163,7 +219,8 @@ def run_stage(ctx: RunContext, stage: str, force: bool = False) -> bool:
 def run_one(cfg: BuildConfig, stage: str) -> None:
     """One stage now, on what the output holds (no preflight, no skipping): for tools and tests."""
     configure_filesystems(cfg.runner)
-    run_stage(context(cfg, "full"), stage, force=True)
+    with OutputLock(cfg.out):
+        run_stage(context(cfg, "full"), stage, force=True)
 
 
 def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False, rebuild: bool = False,
@@ -174,6 +231,16 @@ def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False,
     configure_filesystems(cfg.runner)
     if rebuild and incremental:
         raise ConfigError("--rebuild and --incremental do not go together")
+    if not rebuild:
+        preflight(cfg)  # before anything is written
+    check_out(cfg.out)
+    with OutputLock(cfg.out):
+        clean_leftovers(cfg)
+        return _build(cfg, only, force, rebuild, incremental)
+
+
+def _build(cfg: BuildConfig, only: tuple[str, ...], force: bool, rebuild: bool, incremental: bool) -> dict:
+    check_shaping(cfg, force, incremental)
     if rebuild:
         if len(load_runs(cfg)) > 1:
             raise ConfigError(f"{cfg.out} grew by incremental runs; --rebuild reproduces a single-run build. "
@@ -181,8 +248,6 @@ def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False,
         cfg = cfg.model_copy(update={"http": cfg.http.model_copy(update={"offline": True})})
         force = True
         io.delete(io.listdir(io.join(cfg.out, "work", "shards", "*.json")))  # every shard is written again
-    else:
-        preflight(cfg)
     if incremental:
         if not io.exists(io.join(cfg.out, "shards", "manifest.json")) or not stage_done(cfg, "shard"):
             raise ConfigError(f"{cfg.out} has no finished build to add to: run a full `bestiary build` first")
@@ -247,6 +312,7 @@ def finalize(ctx: RunContext) -> dict:
     io.clear(ctx.path("state", "index"))
     for part in io.parts(ctx.path("work", "index")):
         io.rename(part, ctx.path("state", "index", io.basename(part)))
+    io.write_json(ctx.path("work", "shaping.json"), {s: ctx.cfg.fingerprint(s) for s in SHAPING})
     from bestiary.pipelines.card import write_card
     write_card(ctx.cfg, manifest, stats, summary["card"])
     return stats

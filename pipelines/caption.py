@@ -51,6 +51,15 @@ def caption_row(rec: dict, taxon: dict, default_kind: str, llm: dict | None = No
             "completion_tokens": llm["completion_tokens"] if llm else 0}
 
 
+def safe_caption(pair: tuple[dict, dict], kind: str):
+    """The template captions of a record; one that cannot be captioned gets none (the shard stage then
+    rejects it as `no_caption`)."""
+    try:
+        yield caption_row(pair[0], pair[1], kind)
+    except Exception:  # noqa: BLE001 - the last guard
+        beam.metrics.Metrics.counter("guarded", "caption").inc()
+
+
 def taxa_with_traits(pbegin, ctx: RunContext, label: str = "taxa"):
     """(taxon_id, taxon with lineage, common name and its known traits): bounded by species."""
     taxa = pbegin | f"{label} rows" >> ReadTable(ctx.path("catalog", "taxa"))
@@ -98,7 +107,10 @@ class CaptionWithLLM(HostWork):
         rec, taxon = pair
         inputs, terms = llm_inputs(rec, taxon, taxonomy_text(_lineage(taxon)))
         before = (self.captioner.tally.prompt_tokens, self.captioner.tally.completion_tokens)
-        text, reason, cached = self.captioner.caption(inputs, terms)
+        try:
+            text, reason, cached = self.captioner.caption(inputs, terms)
+        except Exception as err:  # noqa: BLE001 - the LLM path's fault: the template caption, with why
+            text, reason, cached = None, f"llm_error:{type(err).__name__}", False
         status = "cached" if cached and text else "llm" if text else reason
         # per-row token counts are approximate under concurrency; the totals are exact
         yield caption_row(rec, taxon, self.cfg.captions.default, {
@@ -150,7 +162,7 @@ class Caption(beam.PTransform):
                     | "llm caption" >> beam.ParDo(CaptionWithLLM(cfg, ctx.path("cache", "captions"))))
         else:
             kind = cfg.captions.default
-            caps = pairs | "caption" >> beam.Map(lambda pair: caption_row(pair[0], pair[1], kind))
+            caps = pairs | "caption" >> beam.FlatMap(safe_caption, kind)
         caps | "write captions" >> WriteTable(ctx.path("catalog", "captions"), CAPTION_SCHEMA)
         tally = (caps | "tally" >> beam.FlatMap(_tally) | "sum" >> beam.CombinePerKey(sum)
                  | "as dict" >> beam.combiners.ToDict())

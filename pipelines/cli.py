@@ -76,12 +76,11 @@ def _run_build(a, only) -> int:
             print(f"LLM captions ({llm['model']}): {llm['requests']} requests, {llm['cache_hits']} from cache, "
                   f"{llm['llm_captions']} new, fallbacks {llm['fallbacks'] or 'none'}; "
                   f"{llm['prompt_tokens'] + llm['completion_tokens']} tokens, estimated cost {llm['estimated_cost']}")
-        failed = stats["crawl"].get("partitions_failed")
-        if failed:
-            print(f"bestiary: warning: crawl partitions stopped early: {', '.join(failed)} "
-                  f"(see {cfg.out}/rejects.parquet; rerun to resume them)", file=sys.stderr)
+        _warn_partitions(cfg.out)
     else:
         print(f"stages {', '.join(only)} done -> {cfg.out}")
+        if "crawl" in only:
+            _warn_partitions(cfg.out)
     return 0
 
 
@@ -96,11 +95,22 @@ def cmd_crawl(a) -> int:
         query = registry.get(a.source).parse_query(a.query)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    key_env = a.api_key_env or registry.get(a.source).key_env   # Xeno-canto: XC_API_KEY unless told otherwise
     cfg = parse_config({"out": a.out, "sources": [{"name": a.source, "base_url": a.base_url, "queries": [query],
-                                                    "api_key_env": a.api_key_env}]})
+                                                    "api_key_env": key_env}]})
     build(cfg, only=("crawl",), force=a.force)
     print(f"catalog -> {cfg.out}/catalog")
+    _warn_partitions(cfg.out)
     return 0
+
+
+def _warn_partitions(out: str) -> None:
+    from bestiary.pipelines import io
+    path = io.join(out, "work", "stats-crawl.json")
+    failed = io.read_json(path).get("partitions_failed") if io.exists(path) else None
+    if failed:
+        print(f"bestiary: warning: crawl partitions stopped early or ended at a bound: {', '.join(failed)} "
+              f"(see {out}/work/rejects-crawl; rerun to resume the ones that failed)", file=sys.stderr)
 
 
 def cmd_verify(a) -> int:
@@ -224,7 +234,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--query", help="Xeno-canto tags ('grp:birds gen:Parus'); iNaturalist, Macaulay, GBIF "
                    "'key=value&...' or JSON; a bulk source's file")
     c.add_argument("--out")
-    c.add_argument("--api-key-env", help="environment variable holding the API key (Xeno-canto: XC_API_KEY)")
+    c.add_argument("--api-key-env", help="environment variable holding the API key (Xeno-canto: XC_API_KEY, "
+                   "the default)")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
     c.add_argument("--force", action="store_true")
     c.set_defaults(fn=cmd_crawl)

@@ -20,7 +20,7 @@ import apache_beam as beam
 import numpy as np
 
 from bestiary.connectors.registry import priority_of
-from bestiary.media.fingerprints import hamming, near_duplicates, sketch
+from bestiary.media.fingerprints import near_duplicates, sketch
 from bestiary.pipelines.errors import LeakError
 from bestiary.schemas.records import reject
 
@@ -212,5 +212,3 @@ class FindLeaks(beam.PTransform):
                 | "two sides" >> beam.FlatMap(lambda kv: [f"{kv[0][0]} {kv[0][1]} in {', '.join(sorted(kv[1]))}"]
                                               if len(set(kv[1])) > 1 else []))
 
-
-_ = hamming  # image distance, re-exported for callers that compare hashes

@@ -30,8 +30,8 @@ from bestiary.pipelines.tables import ReadTable, WriteTable
 from bestiary.schemas.records import RESOLUTION_SCHEMA, TAXON_RANKS, TAXON_SCHEMA
 from bestiary.taxonomy import backbone as bb
 from bestiary.taxonomy import tables
-from bestiary.taxonomy.archives import common_name_index, lookup_for, read_ebird, read_inat_taxa
-from bestiary.taxonomy.names import parse_name
+from bestiary.taxonomy.archives import Lookup, common_name_index, lookup_for, read_ebird, read_inat_taxa
+from bestiary.taxonomy.names import ParsedName, parse_name
 from bestiary.taxonomy.traits import CATEGORIES, TRAITS, join_traits, load_mapping, read_table, row_names
 
 TRAIT_SCHEMA = pa.schema([("taxon_id", pa.string()), ("accepted_name", pa.string())] +
@@ -87,6 +87,9 @@ class ResolveByApi(HostWork):
                 hit, method = None, "no_taxonomy_source"
         except FetchError as err:
             yield key, {"method": "unresolved", "reason": err.reason}, None
+            return
+        except Exception as err:  # noqa: BLE001 - a name the API cannot answer stays unresolved, with why
+            yield key, {"method": "unresolved", "reason": f"lookup_error:{type(err).__name__}"}, None
             return
         if not hit or hit.get("rank") != "species" or not hit.get("species"):
             yield key, {"method": "unresolved", "reason": f"rank:{hit['rank']}" if hit else "no_match"}, None
@@ -188,7 +191,10 @@ class LookupFor(beam.DoFn):
         self.commons = common_name_index(self.ebird) if self.ebird else None
 
     def process(self, row: dict, inat: dict):
-        yield row, lookup_for(row, self.ebird, inat or None, self.commons)
+        try:
+            yield row, lookup_for(row, self.ebird, inat or None, self.commons)
+        except Exception:  # noqa: BLE001 - a name nobody can parse is unresolved ('unparsable'), not a crash
+            yield row, Lookup(ParsedName("unparsable"), "name")
 
 
 def resolution_row(item, resolved: dict) -> dict:

@@ -41,8 +41,10 @@ def _audio_verdict(item, run: int):
         rejects.setdefault((r["stage"], r["reason"]), r)
     for r in rejects.values():
         yield beam.pvalue.TaggedOutput("rejects", r)
-    if rec is None:  # a reject of no catalog record: a partition or an unreadable record
-        if any(r["stage"] == "crawl" for r in rejects.values()):
+    if rec is None:  # a reject of no catalog record: a partition, an unreadable or a conflicting record
+        if key.startswith("partition:"):
+            yield beam.pvalue.TaggedOutput("count", ("partitions_failed", 1))
+        elif any(r["stage"] == "crawl" for r in rejects.values()):
             yield beam.pvalue.TaggedOutput("count", ("unparseable", 1))
         return
     yield beam.pvalue.TaggedOutput("count", ("audio", 1))
@@ -59,6 +61,8 @@ def _audio_verdict(item, run: int):
 
 
 def _image_verdict(item):
+    """An image is paired in a sample, rejected (with its reasons), or unused: a near copy of a better one,
+    or no recording of its species in its split needed it."""
     key, got = item
     if not got["img"]:
         return
@@ -71,6 +75,7 @@ def _image_verdict(item):
             yield f"rejected|{r}", 1
     else:
         yield "unused", 1
+        yield f"unused|{'duplicate_image' if got['dropped'] else 'not_paired'}", 1
     yield "crawled", 1
 
 
@@ -133,8 +138,10 @@ class Finalize(beam.PTransform):
                    | "strip" >> beam.Map(lambda r: {k: r[k] for k in ("key", "stage", "reason", "detail")}))
         rejects | "write rejects" >> WriteTable(ctx.path("rejects"), REJECT_SCHEMA, sort_by=("stage", "key", "reason"))
         verdicts.index | "write index" >> WriteTable(ctx.path("work", "index"), INDEX_SCHEMA)
+        dropped = pbegin | "dropped images" >> ReadTable(ctx.path("work", "images-dropped"))
         image_counts = ({"img": image_keys, "rej": split.img,
-                         "paired": members | "paired images" >> beam.Map(lambda m: (m["image"], 1))}
+                         "paired": members | "paired images" >> beam.Map(lambda m: (m["image"], 1)),
+                         "dropped": dropped | "dropped by key" >> beam.Map(lambda r: (r["key"], 1))}
                         | "image join" >> beam.CoGroupByKey() | "image verdicts" >> beam.FlatMap(_image_verdict))
         card = ((verdicts.card | "card facts" >> beam.FlatMap(_card_facts),
                  audio | "catalog facts" >> beam.FlatMap(_catalog_facts)) | "facts" >> beam.Flatten())
@@ -149,15 +156,23 @@ class Finalize(beam.PTransform):
 
 
 def accounting(audio: dict) -> dict:
+    """Audio records: crawled = in samples + rejected (records that could not be read count as crawled and
+    rejected); partitions that failed are counted apart, not as records."""
     crawled = audio.get("audio", 0) + audio.get("unparseable", 0)
     in_samples, rejected = audio.get("in_samples", 0), audio.get("rejected", 0) + audio.get("unparseable", 0)
     overlap = audio.get("overlap", 0)
     return {"records_crawled": crawled, "recordings_in_samples": in_samples, "records_rejected": rejected,
+            "records_unreadable": audio.get("unparseable", 0), "partitions_failed": audio.get("partitions_failed", 0),
             "overlap": overlap, "balanced": crawled == in_samples + rejected - overlap and not overlap}
 
 
 def image_account(images: dict) -> dict:
-    return {"crawled": images.get("crawled", 0), "paired_in_samples": images.get("paired", 0),
-            "rejected": images.get("rejected", 0), "unused": images.get("unused", 0),
-            "rejected_by_reason": {k.split("|", 1)[1]: v for k, v in sorted(images.items()) if k.startswith("rejected|")}}
+    """Images: crawled = paired + unused (with a reason) + rejected (with reasons)."""
+    def part(prefix):
+        return {k.split("|", 1)[1]: v for k, v in sorted(images.items()) if k.startswith(prefix + "|")}
+    out = {"crawled": images.get("crawled", 0), "paired_in_samples": images.get("paired", 0),
+           "rejected": images.get("rejected", 0), "unused": images.get("unused", 0),
+           "rejected_by_reason": part("rejected"), "unused_by_reason": part("unused")}
+    out["balanced"] = out["crawled"] == out["paired_in_samples"] + out["unused"] + out["rejected"]
+    return out
 

@@ -2,7 +2,7 @@
 
 `BESTIARY_KILL_AT=name[:n]` kills the process the n-th time (default 1st) it reaches `name`.  The
 points: `crawl:page` (after a page and its cursor are kept), `materialize:tar` (a shard's tar renamed
-into place, its sidecar not yet written), `finalize:manifest` (the versioned manifest written, the
+into place, its summary not yet written), `finalize:manifest` (the versioned manifest written, the
 latest not yet).  Unset, this costs one dictionary lookup.
 """
 from __future__ import annotations

@@ -189,9 +189,12 @@ class MaterializeShard(beam.DoFn):
             for rec in records:
                 try:
                     got = self._samples(rec, image_cache)
-                except (AudioError, ImageError, OSError) as err:
-                    rejects.append(reject(rec["key"], "materialize", getattr(err, "reason", "media_unreadable"),
-                                          getattr(err, "detail", str(err))))
+                except (AudioError, ImageError) as err:
+                    rejects.append(reject(rec["key"], "materialize", err.reason, err.detail))
+                    continue
+                except Exception as err:  # noqa: BLE001 - the last guard: a record's fault is its reject
+                    beam.metrics.Metrics.counter("guarded", "materialize").inc()
+                    rejects.append(reject(rec["key"], "materialize", "materialize_error", f"{type(err).__name__}: {err}"))
                     continue
                 if not got:
                     rejects.append(reject(rec["key"], "materialize", "no_usable_clip", ""))

@@ -52,6 +52,11 @@ def probe_item(row: dict, kind: str, media: MediaConfig) -> dict:
             "declared": row.get("duration_s")}
 
 
+def guarded(where: str) -> None:
+    """Count a failure only the last-resort guard caught (a bug or an input nobody foresaw)."""
+    beam.metrics.Metrics.counter("guarded", where).inc()
+
+
 def failed(item: dict, reason: str, detail: str) -> dict:
     return {"kind": item["kind"], "key": item["key"], "url": item["url"], "media_fp": item["media_fp"],
             "reason": reason, "detail": detail[:500]}
@@ -67,7 +72,10 @@ class CheckCache(beam.DoFn):
         self.cache = MediaCache(self.ctx.path("cache", "media"))
 
     def process(self, item: dict):
-        blob = self.cache.lookup(item["url"])
+        try:
+            blob = self.cache.lookup(item["url"])
+        except Exception:  # noqa: BLE001 - an unreadable cache entry: fetch the medium again
+            blob = None
         if blob is not None:
             yield {**item, "blob": io.basename(blob)}
         elif self.ctx.cfg.http.offline:
@@ -95,6 +103,10 @@ class FetchMedia(HostWork):
         except FetchError as err:
             yield failed(item, err.reason, err.detail)
             return
+        except Exception as err:  # noqa: BLE001 - the last guard: a medium's fault is its reject
+            guarded("fetch")
+            yield failed(item, "fetch_error", f"{type(err).__name__}: {err}")
+            return
         yield {**item, "blob": hashlib.sha256(body).hexdigest()}
 
 
@@ -112,6 +124,9 @@ class AnalyzeMedia(beam.DoFn):
             yield self._analyze(item)
         except (AudioError, ImageError) as err:
             yield failed(item, err.reason, err.detail)
+        except Exception as err:  # noqa: BLE001 - the last guard: a medium's fault is its reject
+            guarded("analyse")
+            yield failed(item, "analysis_error", f"{type(err).__name__}: {err}")
 
     def _analyze(self, item: dict) -> dict:
         m, kind = self.ctx.cfg.media, item["kind"]

@@ -31,6 +31,7 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
 
+from bestiary.pipelines.local_runner import LocalRunner, install
 from bestiary.schemas.config import ConfigError, RunnerConfig
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,14 @@ def configure_filesystems(runner: RunnerConfig) -> PipelineOptions:
 
 
 def local_runner(runner: RunnerConfig) -> FnApiRunner:
+    # many short-lived allocations from gRPC threads: glibc's per-thread arenas would keep them all
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     # the workers get the user's options only: the runner's own --direct_* ints would come back as
     # floats through the protobuf Struct, and the harness's argument parser would refuse them
     for_workers = PipelineOptions(list(runner.options), save_main_session=False).to_runner_api()
     provision = ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=for_workers))
+    if install():
+        return LocalRunner(provision_info=provision)
     return FnApiRunner(provision_info=provision)
 
 

@@ -45,6 +45,16 @@ class Gate(beam.DoFn):
         self.allow = allow
 
     def process(self, item, taxa: dict):
+        try:
+            yield from self._gate(item, taxa)
+        except Exception as err:  # noqa: BLE001 - the last guard: a record's fault is its reject
+            beam.metrics.Metrics.counter("guarded", "select").inc()
+            for row in item[1]["row"]:
+                yield beam.pvalue.TaggedOutput("rejects", {**reject(row["key"], "select", "select_error",
+                                                                    f"{type(err).__name__}: {err}"),
+                                                           "_media_type": row.get("media_type")})
+
+    def _gate(self, item, taxa: dict):
         _, got = item
         for row in got["row"]:
             res = next(iter(got["res"]), None)
@@ -55,10 +65,10 @@ class Gate(beam.DoFn):
             if bad:
                 yield beam.pvalue.TaggedOutput("rejects", {**bad, "_media_type": row["media_type"]})
                 continue
-            out = with_taxon_fields(row, taxon, res.get("method"))
+            # lineage, traits and captions join the few rows that are planned, at the end: what crosses the
+            # shuffles between here and there stays small
+            out = {**row, "taxon_id": taxon["taxon_id"], "method": res.get("method")}
             if row["media_type"] == "audio":
-                cap = got["cap"][0]
-                out.update(caption=cap["default"], captions=cap["captions"])
                 yield out
             else:
                 yield beam.pvalue.TaggedOutput("images", out)
@@ -71,8 +81,19 @@ def _mirror_verdict(item):
             yield key, original
 
 
+def dress(item, taxa: dict):
+    """A planned recording with its caption(s) and its taxon's lineage and traits."""
+    _, got = item
+    for cap in got["cap"]:
+        for rec in got["rec"]:
+            out = with_taxon_fields(rec, taxa[rec["taxon_id"]], rec.get("method"))
+            out.update(caption=cap["default"], captions=cap["captions"])
+            yield out
+
+
 class SelectRows(beam.PTransform):
-    """(audio rows, image rows, resolutions, captions) -> audio and images that pass, and rejects."""
+    """(audio rows, image rows, resolutions, caption keys) -> audio and images that pass (with their accepted
+    taxon id), and rejects."""
 
     def __init__(self, allow: list[str], taxa):
         super().__init__()

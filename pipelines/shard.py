@@ -22,14 +22,15 @@ from bestiary.pipelines.dedupe import DedupeAudio, DedupeImages
 from bestiary.pipelines.materialize import Materialize
 from bestiary.pipelines.plan import Plan
 from bestiary.pipelines.probe import PROBE_SCHEMA, Probe, probe_item
-from bestiary.pipelines.select import AUDIO_COLUMNS, IMAGE_COLUMNS, SelectRows
+from bestiary.pipelines.select import AUDIO_COLUMNS, IMAGE_COLUMNS, SelectRows, dress
 from bestiary.pipelines.tables import ReadTable, WriteTable
 from bestiary.schemas.records import REJECT_SCHEMA, reject
 
 PLAN_SCHEMA = pa.schema([("shard", pa.string()), ("key", pa.string()), ("row", pa.string())])
 INDEX_SCHEMA = pa.schema([("key", pa.string()), ("status", pa.string()), ("content_hash", pa.string()),
                           ("crawl_run", pa.int64()), ("split", pa.string()), ("image", pa.string())])
-OUTPUTS = ("work/plan", "catalog/probes", "work/rejects-plan")
+KEY_SCHEMA = pa.schema([("key", pa.string())])
+OUTPUTS = ("work/plan", "catalog/probes", "work/rejects-plan", "work/images-dropped")
 CARRIED_STAGES = ("probe", "dedupe", "plan")
 PROBE_FIELDS = ("pcm_sha256", "codes", "blob", "derived")
 
@@ -67,12 +68,13 @@ def _index_changes(item):
         yield beam.pvalue.TaggedOutput("fixed", (idx["image"], idx["split"]))
 
 
-def _reuse_probe(item, rebuild: bool):
-    """A medium probed before at the same URL with the same media settings is not probed again."""
+def _reuse_probe(item):
+    """A medium probed before at the same URL with the same media settings is not probed again (a rebuild
+    stages no earlier probes: it probes everything)."""
     key, got = item
     prev = next((p for p in got["prev"] if not p.get("reason")), None)
     for it in got["item"]:
-        if not rebuild and prev and prev["url"] == it["url"] and prev["media_fp"] == it["media_fp"]:
+        if prev and prev["url"] == it["url"] and prev["media_fp"] == it["media_fp"]:
             yield prev
         else:
             yield beam.pvalue.TaggedOutput("probe", it)
@@ -161,7 +163,7 @@ class PlanShards(beam.PTransform):
         audio = pbegin | "recordings" >> ReadTable(io.join(catalog, "recordings"), AUDIO_COLUMNS)
         images = pbegin | "images" >> ReadTable(io.join(catalog, "images"), IMAGE_COLUMNS)
         res = pbegin | "resolutions" >> ReadTable(io.join(catalog, "resolutions"), ["key", "taxon_id", "method", "reason"])
-        caps = pbegin | "captions" >> ReadTable(io.join(catalog, "captions"), ["key", "default", "captions"])
+        caps = pbegin | "caption keys" >> ReadTable(io.join(catalog, "captions"), ["key"])
         taxa = beam.pvalue.AsDict(taxa_with_traits(pbegin, ctx))
         sel = (audio, images, res, caps) | "select" >> SelectRows(cfg.licenses.allow, taxa)
 
@@ -182,11 +184,11 @@ class PlanShards(beam.PTransform):
         media = (state.fresh | "audio items" >> beam.Map(probe_item, "audio", cfg.media),
                  state.published | "published items" >> beam.Map(probe_item, "audio", cfg.media),
                  sel.images | "image items" >> beam.Map(probe_item, "image", cfg.media)) | "items" >> beam.Flatten()
-        prev = pbegin | "previous probes" >> ReadTable(ctx.path("work", "probes-previous"))  # empty on --rebuild
+        prev = pbegin | "previous probes" >> ReadTable(ctx.path("work", "probes-previous"))
         reuse = ({"item": media | "item by key" >> beam.Map(lambda i: (i["key"], i)),
                   "prev": prev | "prev by key" >> beam.Map(lambda p: (p["key"], p))}
                  | "probe join" >> beam.CoGroupByKey()
-                 | "reuse" >> beam.FlatMap(_reuse_probe, False).with_outputs("probe", main="reused"))
+                 | "reuse" >> beam.FlatMap(_reuse_probe).with_outputs("probe", main="reused"))
         probes = (reuse.reused, reuse.probe | "probe" >> Probe(ctx)) | "all probes" >> beam.Flatten()
         probes | "write probes" >> WriteTable(ctx.path("catalog", "probes"), PROBE_SCHEMA, sort_by=("key", "kind"))
 
@@ -206,6 +208,8 @@ class PlanShards(beam.PTransform):
                    | "kept audio" >> beam.FlatMap(_dup_split).with_outputs("rejects", main="kept"))
         fresh_ok, dup_rejects = deduped.kept, deduped.rejects
         dropped_images = out.images | "dedupe images" >> DedupeImages()
+        (dropped_images | "dropped rows" >> beam.Map(lambda k: {"key": k})
+         | "write dropped" >> WriteTable(ctx.path("work", "images-dropped"), KEY_SCHEMA))
         images_ok = ({"row": out.images | "img ok by key" >> beam.Map(lambda r: (r["key"], r)),
                       "drop": dropped_images | "dropped by key" >> beam.Map(lambda k: (k, 1))}
                      | "image dup join" >> beam.CoGroupByKey() | "kept images" >> beam.FlatMap(_not_in))
@@ -214,7 +218,11 @@ class PlanShards(beam.PTransform):
         m = cfg.media
         planned, plan_rejects = (fresh_ok, images_ok, changes.fixed) | "plan" >> Plan(
             cfg.splits, cfg.shards, m.clip_seconds, m.max_clips_per_recording, m.sample_rate, ctx.first_shard)
-        (planned | "plan rows" >> beam.Map(lambda r: {"shard": r["shard"], "key": r["key"],
+        captions = pbegin | "captions" >> ReadTable(io.join(catalog, "captions"), ["key", "default", "captions"])
+        dressed = ({"rec": planned | "planned by key" >> beam.Map(lambda r: (r["key"], r)),
+                    "cap": captions | "captions by key" >> beam.Map(lambda c: (c["key"], c))}
+                   | "caption join" >> beam.CoGroupByKey() | "dress" >> beam.FlatMap(dress, taxa))
+        (dressed | "plan rows" >> beam.Map(lambda r: {"shard": r["shard"], "key": r["key"],
                                                       "row": json.dumps(r, sort_keys=True, default=str)})
          | "write plan" >> WriteTable(ctx.path("work", "plan"), PLAN_SCHEMA, sort_by=("shard", "key")))
 

@@ -2,9 +2,9 @@
 
 `ReadTable` lists a folder's parts on a worker at run time (so the graph holds
 a path, never a file list or rows) and streams each part in record batches.
-`WriteTable` sorts rows into a number of parts fixed by the row count
-(`rows_per_part`), each part written by one worker, rows sorted inside it:
-the same rows give the same bytes on any runner.  pyarrow, DuckDB, pandas and
+`WriteTable` sorts rows into a number of parts fixed by the rows' total size
+(`part_bytes`), each part written by one worker, rows sorted inside it: the
+same rows give the same bytes on any runner.  pyarrow, DuckDB, pandas and
 polars read such a folder as one table.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from bestiary.schemas.records import to_table
 
 ROW_GROUP = 10_000
 BATCH = 2_000
+PART_BYTES = 16 << 20   # a part's rows as written; a worker holds about 3x that while it sorts and writes
 
 
 def stable_bucket(value: object, n: int) -> int:
@@ -84,29 +85,45 @@ class _WritePart(beam.DoFn):
         yield part_name(i), len(rows)
 
 
-def _assign(row: dict, count: int, rows_per_part: int, by: str):
-    return stable_bucket(row.get(by), max(1, math.ceil(count / rows_per_part))), row
+def row_bytes(row: dict) -> int:
+    """About what a row weighs in memory once written out (strings and bytes by length)."""
+    n = 0
+    for v in row.values():
+        n += len(v) if isinstance(v, (str, bytes)) else 16 * (len(v) + 1) if isinstance(v, (list, dict)) else 8
+    return n
 
 
-def _write_empty(count: int, folder: str, schema: pa.Schema) -> None:
-    if count == 0:  # readers still see the table's columns
+def _sum_pairs(pairs) -> tuple[int, int]:
+    rows = size = 0
+    for r, s in pairs:
+        rows, size = rows + r, size + s
+    return rows, size
+
+
+def _assign(row: dict, total: tuple[int, int], part_bytes: int, by: str):
+    return stable_bucket(row.get(by), max(1, math.ceil(total[1] / part_bytes))), row
+
+
+def _write_empty(total: tuple[int, int], folder: str, schema: pa.Schema) -> None:
+    if total[0] == 0:  # readers still see the table's columns
         write_part(io.join(folder, part_name(0)), [], schema)
 
 
 class WriteTable(beam.PTransform):
-    """Rows -> `folder/part-NNNNN.parquet`: parts by a stable hash of `sort_by[0]`, rows sorted by `sort_by`.
+    """Rows -> `folder/part-NNNNN.parquet`: as many parts as keep each near `part_bytes` (one worker holds a
+    part), rows in parts by a stable hash of `sort_by[0]`, sorted by `sort_by` inside.
 
     The folder should be empty (the stage clears its outputs first).  Returns (part, rows) per part."""
 
-    def __init__(self, folder: str, schema: pa.Schema, sort_by: Sequence[str] = ("key",), rows_per_part: int = 50_000):
+    def __init__(self, folder: str, schema: pa.Schema, sort_by: Sequence[str] = ("key",), part_bytes: int = PART_BYTES):
         super().__init__()
-        self.folder, self.schema, self.sort_by, self.rows_per_part = folder, schema, tuple(sort_by), rows_per_part
+        self.folder, self.schema, self.sort_by, self.part_bytes = folder, schema, tuple(sort_by), part_bytes
 
     def expand(self, rows):
-        count = rows | "count" >> beam.combiners.Count.Globally()
-        keyed = rows | "part of" >> beam.Map(_assign, beam.pvalue.AsSingleton(count), self.rows_per_part,
-                                              self.sort_by[0])
-        _ = count | "empty table" >> beam.Map(_write_empty, self.folder, self.schema)
+        total = (rows | "weigh" >> beam.Map(lambda r: (1, row_bytes(r)))
+                 | "total" >> beam.CombineGlobally(_sum_pairs))
+        keyed = rows | "part of" >> beam.Map(_assign, beam.pvalue.AsSingleton(total), self.part_bytes, self.sort_by[0])
+        _ = total | "empty table" >> beam.Map(_write_empty, self.folder, self.schema)
         return (keyed | "group parts" >> beam.GroupByKey()
                 | "write parts" >> beam.ParDo(_WritePart(self.folder, self.schema, self.sort_by)))
 

@@ -44,6 +44,8 @@ class SampleArchive:
         self.chat_slow_s = 3.0
         self.slow_s = 3.0
         self.faults: dict[str, deque[str]] = {}      # route -> faults for its next requests
+        # (archive, id) -> fields to put into that record's JSON in listings (hostile tests: bad URLs, null ids)
+        self.record_patches: dict[tuple[str, int], dict] = {}
         self.request_log: list[tuple[float, str]] | None = None  # (monotonic time, route) when a bench asks
 
     def add_faults(self, route: str, *names: str) -> None:
@@ -129,6 +131,11 @@ class Handler(BaseHTTPRequestHandler):
             self.fault = fault
             if faults.answer_before(self, fault, self.state.slow_s):
                 return True
+            if fault in faults.HOSTILE_MEDIA:
+                body = self._media_body(key)
+                if body is not None:
+                    faults.hostile_media(self, fault, *body)
+                    return True
             return False  # body-level faults: the route answers and _send mangles it
         got = self.state.media_override.get(key)
         if got is None:
@@ -139,6 +146,17 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._plain_send(200, body, ctype)
         return True
+
+    def _patched(self, archive: str, rid: int, record: dict) -> dict:
+        patch = self.state.record_patches.get((archive, rid))
+        return {**record, **patch} if patch else record
+
+    def _media_body(self, key: tuple[str, int]) -> tuple[bytes, str] | None:
+        archive, rid = key
+        if (archive, rid) in self.state.archive.recordings:
+            return self.state.audio(archive, rid)
+        body = self.state.image(archive, rid, None)
+        return (body, "image/jpeg") if body else None
 
     def _json(self, obj, status: int = 200) -> None:
         self._send(status, json.dumps(obj).encode(), "application/json; charset=utf-8")
@@ -214,8 +232,16 @@ class Handler(BaseHTTPRequestHandler):
         pages = max(1, -(-len(recs) // per_page))
         lo = (page - 1) * per_page
         chunk = recs[lo - (1 if self.fault == "duplicate" and lo else 0): page * per_page]
+        if self.fault == "endless_pages":  # always one page more, the last one over and over
+            chunk = chunk or recs[(pages - 1) * per_page: pages * per_page]
+            pages = page + 1
+        listed = [self._patched("xc", r.id, formats.xc_recording(r, base)) for r in chunk]
+        if self.fault == "conflict" and page > 1 and recs:  # the first record again, another species and licence
+            first = formats.xc_recording(recs[0], base)
+            listed.append({**first, "gen": "Strix", "sp": "aluco", "en": "Tawny Owl",
+                           "lic": "//creativecommons.org/licenses/by-nd/4.0/"})
         self._json({"numRecordings": str(len(recs)), "numSpecies": str(len({r.species.name for r in recs})),
-                    "page": page, "numPages": pages, "recordings": [formats.xc_recording(r, base) for r in chunk]})
+                    "page": page, "numPages": pages, "recordings": listed})
 
     def xc_download(self, st, base, q, rid) -> None:
         if self._media(("xc", int(rid))):
@@ -254,7 +280,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.fault == "duplicate" and "id_above" in q:  # the record at the cursor again
             chunk = [o for o in st.archive.inat if o.id == int(q["id_above"])] + chunk
         self._json({"total_results": len(obs), "page": page, "per_page": per_page,
-                    "results": [formats.inat_observation(o, base) for o in chunk]})
+                    "results": [self._patched("inat", o.id, formats.inat_observation(o, base)) for o in chunk]})
 
     def inat_taxon(self, st, base, q, tid) -> None:
         sp = st.by_inat.get(int(tid))
@@ -299,6 +325,10 @@ class Handler(BaseHTTPRequestHandler):
             chunk = [i for i in items if i.id == after] + chunk
         last = chunk[-1].id if chunk else after
         nxt = base64.urlsafe_b64encode(str(last).encode()).decode()
+        if self.fault == "cursor_cycle":  # A -> B -> A ...: the cursor after the second page is the first's
+            first = base64.urlsafe_b64encode(str(items[0].id if items else 0).encode()).decode()
+            nxt = first if q.get("initialCursorMark") and q["initialCursorMark"] != first else \
+                base64.urlsafe_b64encode(str(items[min(1, len(items) - 1)].id if items else 1).encode()).decode()
         self._json({"results": {"count": len(items), "nextCursorMark": nxt,
                                 "content": [formats.ml_item(i) for i in chunk]}})
 

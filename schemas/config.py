@@ -62,6 +62,14 @@ class SourceConfig(_Frozen):
             raise ValueError(f"unknown source {v!r} (known: {', '.join(source_names())})")
         return v
 
+    @model_validator(mode="after")
+    def _key_where_needed(self):
+        from bestiary.connectors import registry
+        if registry.get(self.name).needs_key and not self.api_key_env:
+            raise ValueError(f"{self.name} needs an API key: set api_key_env to the environment variable "
+                             f"that holds it (e.g. {registry.get(self.name).key_env})")
+        return self
+
     @field_validator("base_url", "media_base_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
@@ -79,6 +87,10 @@ class HttpConfig(_Frozen):
     backoff: float = Field(0.5, ge=0)
     max_body_mb: float = Field(512, gt=0)
     offline: bool = False          # set by `build --rebuild`: nothing is fetched, caches only
+    download_deadline_s: float = Field(1800, gt=0)  # a whole body, however it trickles in
+    min_download_bps: float = Field(1024, ge=0)     # after slow_grace_s, a slower body is abandoned
+    slow_grace_s: float = Field(30, ge=0)
+    max_redirects: int = Field(5, ge=0)
     host_slots: int = Field(8, ge=1)    # groups a host without a rate limit is spread over (across workers)
     host_threads: int = Field(4, ge=1)  # requests in flight at once within one host group
 
@@ -174,7 +186,7 @@ class RunnerConfig(_Frozen):
 
 
 class BuildConfig(_Frozen):
-    out: str
+    out: str = Field(min_length=1)
     sources: list[SourceConfig] = Field(min_length=1)
     http: HttpConfig = HttpConfig()
     taxonomy: TaxonomyConfig = TaxonomyConfig()
@@ -242,19 +254,80 @@ def parse_config(data: Any, base_dir: Path | None = None) -> BuildConfig:
     return cfg
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BuildConfig:
-    """Load and validate a YAML config; `overrides` are dotted keys (`out`, `shards.samples_per_shard`)."""
-    p = Path(path)
+MAX_CONFIG_BYTES = 1 << 20     # a build config is a page of YAML; anything near a megabyte is not one
+MAX_CONFIG_NODES = 100_000     # values after aliases are expanded: a 'billion laughs' stops here
+
+
+def _count_nodes(value: Any, budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(f"config expands to more than {MAX_CONFIG_NODES} values (YAML aliases?)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _count_nodes(k, budget)
+            _count_nodes(v, budget)
+    elif isinstance(value, list):
+        for v in value:
+            _count_nodes(v, budget)
+
+
+def read_yaml(p: Path) -> Any:
+    """A config file's YAML, refusing what is not a small text file, and bounding what aliases expand to."""
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: {p.stat().st_size} bytes is not a build config (limit {MAX_CONFIG_BYTES})")
+    raw = p.read_bytes()
     try:
-        data = yaml.safe_load(p.read_text())
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (not UTF-8)") from None
+    if "\x00" in text:
+        raise ConfigError(f"{p}: not a text file (NUL bytes)")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML ({err.__class__.__name__})") from None
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply") from None
+    _count_nodes(data, [MAX_CONFIG_NODES])
+    return data
+
+
+def apply_override(data: Any, dotted: str, value: Any) -> None:
+    """`--set a.b.c=v`: mappings by key, lists by index (`sources.0.base_url`); a clear error otherwise."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"--set {dotted}: the config is not a YAML mapping")
+    *parents, leaf = dotted.split(".")
+    node, where = data, []
+    for part in parents + [leaf]:
+        if not part:
+            raise ConfigError(f"--set {dotted}: empty key")
+    for part in parents:
+        where.append(part)
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {dotted}: '{'.'.join(where)}' is not an index of a list of {len(node)}")
+            node = node[int(part)]
+        elif isinstance(node, dict):
             node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {dotted}: '{'.'.join(where[:-1])}' is a value, not a mapping")
+    if isinstance(node, list):
+        if not leaf.isdigit() or int(leaf) >= len(node):
+            raise ConfigError(f"--set {dotted}: '{leaf}' is not an index of a list of {len(node)}")
+        node[int(leaf)] = value
+    elif isinstance(node, dict):
         node[leaf] = value
+    else:
+        raise ConfigError(f"--set {dotted}: '{'.'.join(where)}' is a value, not a mapping")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Load and validate a YAML config; `overrides` are dotted keys (`out`, `shards.samples_per_shard`,
+    `sources.0.base_url`)."""
+    p = Path(path)
+    data = read_yaml(p)
+    for dotted, value in (overrides or {}).items():
+        apply_override(data, dotted, value)
     return parse_config(data, base_dir=Path.cwd())

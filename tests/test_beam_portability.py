@@ -1,5 +1,6 @@
-"""The same build on Beam's multi-process FnApiRunner (2 SDK-harness workers, as Dataflow, Flink
-and Spark run them) writing to s3:// on a local moto server: output identical to one process."""
+"""The same build on Beam's multi-process runner (2 SDK-harness workers, as Dataflow, Flink and Spark run
+them) writing to s3:// on a local moto server, and stages submitted from their serialized graphs to a job
+process: output identical to one process."""
 import hashlib
 import json
 import os
@@ -52,6 +53,29 @@ def test_multi_process_build_on_s3_matches_the_single_process_build(tiny_build, 
     assert hashlib.sha256(data).hexdigest() == first["sha256"]
     blobs = io.listdir(f"s3://{BUCKET}/run/cache/media/blobs/*")
     assert blobs  # the media cache is shared through the bucket too
+
+
+@pytest.mark.timeout(600)
+def test_stages_run_from_their_serialized_graph_in_a_job_process(tiny_build, tmp_path):
+    """The graph goes through the runner API proto to another process, as a job server gets it; the catalog
+    it writes is the in-process build's, byte for byte."""
+    import filecmp
+    import shutil
+    from bestiary.pipelines.build import run_one
+    local_cfg, _ = tiny_build
+    out = tmp_path / "out"
+    for keep in ("raw", "state"):
+        shutil.copytree(os.path.join(local_cfg.out, keep), out / keep)
+    cfg = local_cfg.model_copy(update={"out": str(out), "runner": local_cfg.runner.model_copy(
+        update={"mode": "multi_processing", "workers": 2, "job_process": True})})
+    run_one(cfg, "crawl")
+    for table in ("recordings", "images"):
+        ours = sorted(os.listdir(out / "catalog" / table))
+        assert ours == sorted(os.listdir(os.path.join(local_cfg.out, "catalog", table)))
+        for part in ours:
+            assert filecmp.cmp(out / "catalog" / table / part, os.path.join(local_cfg.out, "catalog", table, part),
+                               shallow=False)
+    assert io.read_json(str(out / "work" / "graphs.json"))["crawl"] > 0
 
 
 @pytest.mark.parametrize("name", ["dataflow", "flink", "spark"])

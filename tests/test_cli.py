@@ -39,7 +39,8 @@ def write(tmp_path, data) -> str:
 ])
 def test_bad_config_stops_before_work_with_one_line(tmp_path, archive_server, mutate, needle):
     _, url = archive_server
-    cfg = {"out": str(tmp_path / "out"), "sources": [{"name": "xeno-canto", "base_url": url, "queries": ["gen:Parus"]}]}
+    cfg = {"out": str(tmp_path / "out"), "sources": [{"name": "xeno-canto", "base_url": url, "queries": ["gen:Parus"],
+                                                       "api_key_env": "XC_API_KEY"}]}
     mutate(cfg)
     res = run("build", write(tmp_path, cfg))
     assert res.returncode == 2
@@ -77,3 +78,25 @@ def test_crawl_one_source_without_a_config(tmp_path, archive_server):
     rows = pq.read_table(tmp_path / "c" / "catalog" / "recordings").to_pylist()
     assert rows and {r["scientific_name"] for r in rows} == {"Athene noctua"}
     assert TEST_KEY not in res.stdout + res.stderr
+
+
+def test_stage_errors_are_one_line(tmp_path, archive_server):
+    """A portable runner without --runner, and a stage run before the one it needs: one line, exit 2."""
+    _, url = archive_server
+    base = {"out": str(tmp_path / "out"), "sources": [{"name": "gbif", "base_url": url, "queries": [{"mediaType": "Sound"}]}]}
+    res = run("build", write(tmp_path, {**base, "runner": {"mode": "portable"}}))
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "needs --runner" in res.stderr
+    res = run("caption", write(tmp_path, base))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "no catalog/resolutions yet: run `bestiary enrich`" in res.stderr
+
+
+def test_crawl_gbif_from_the_command_line(tmp_path, archive_server):
+    _, url = archive_server
+    res = run("crawl", "--source", "gbif", "--base-url", url, "--query", "mediaType=Sound", "--out", str(tmp_path / "g"))
+    assert res.returncode == 0, res.stderr
+    import pyarrow.parquet as pq
+    rows = pq.read_table(tmp_path / "g" / "catalog" / "recordings").to_pylist()
+    assert rows and {r["source"] for r in rows} == {"gbif"}
+    res = run("crawl", "--source", "inaturalist", "--base-url", url, "--query", "{broken", "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "not valid JSON" in res.stderr and "Traceback" not in res.stderr

@@ -43,3 +43,18 @@ def test_crawl_keeps_the_host_rate_whatever_the_worker_count(archive_server, tmp
         state.request_log = None
     assert len(times) >= 3 * RATE                      # long enough to see the rate
     assert worst_window(times) <= RATE + 1, worst_window(times)
+
+
+def test_the_pacer_gives_each_request_its_own_tick():
+    from bestiary.connectors.http import Pacer
+    now, times = [100.0], []
+
+    def sleep(d):
+        now[0] += d
+
+    pacer = Pacer(4, clock=lambda: now[0], sleep=sleep)
+    for _ in range(9):
+        pacer.acquire()
+        times.append(now[0])
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.25 - 1e-9 and worst_window(times) <= 4

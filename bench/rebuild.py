@@ -1,0 +1,153 @@
+"""An offline `build --rebuild` of the demo against the bare codec chain over the same cached media.
+
+First a normal build of the demo (serve-sample on a free port; or `--out` an existing demo output).  Then,
+side by side on the same cached media and on all cores:
+- bestiary: `bestiary build configs/demo.yaml --rebuild` (every stage again from kept raw pages and caches,
+  network refused), CPU seconds of every process it starts (driver, runner, SDK workers);
+- the bare chain: for every medium in the samples, decode, mono, 48 kHz (soxr), FLAC of the same clips
+  (offsets from the samples' JSON); and JPEG of the same images; in a process pool of one per core.
+Printed: CPU seconds of each and bestiary's throughput against the bare chain's (goal >= 0.7).
+
+Usage: python bench/rebuild.py [--out demo_out]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import psutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tree_cpu(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Run a command; (wall seconds, CPU seconds of it and every process under it)."""
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen: dict[int, float] = {}
+    root = psutil.Process(proc.pid)
+    t0 = time.perf_counter()
+    while proc.poll() is None:
+        try:
+            for p in [root] + root.children(recursive=True):
+                try:
+                    c = p.cpu_times()
+                    seen[p.pid] = max(seen.get(p.pid, 0.0), c.user + c.system)
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(proc.stderr.read()[-3000:])
+    return wall, sum(seen.values())
+
+
+def bare_one(job: tuple[str, str, list[float], float, int, int]) -> int:
+    """One medium through the bare codec chain; returns the bytes it wrote."""
+    import soundfile as sf
+    import soxr
+    from PIL import Image
+    kind, path, offsets, clip_s, rate, size = job
+    data = open(path, "rb").read()
+    if kind == "image":
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        img.thumbnail((size, size))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=90)
+        return len(buf.getvalue())
+    try:
+        x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception:  # noqa: BLE001 - what libsndfile cannot read, PyAV can
+        import av
+        with av.open(io.BytesIO(data)) as c:
+            frames = [f.to_ndarray() for f in c.decode(audio=0)]
+            sr = c.streams.audio[0].rate
+        x = np.concatenate([f if f.ndim == 2 else f[None] for f in frames], axis=1).T.astype(np.float32)
+    mono = x.mean(axis=1)
+    out = 0
+    for off in offsets:
+        seg = mono[int(off * sr): int((off + clip_s) * sr)]
+        y = soxr.resample(seg, sr, rate, quality="HQ") if sr != rate else seg
+        y = np.pad(y, (0, max(0, int(clip_s * rate) - len(y))))[: int(clip_s * rate)]
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(y, -1, 1), rate, format="FLAC", subtype="PCM_16")
+        out += len(buf.getvalue())
+    return out
+
+
+def bare_jobs(out: str, cfg) -> list[tuple]:
+    """Every medium the samples use: its cached blob and the clips taken from it."""
+    import webdataset as wds
+    from bestiary.pipelines import io as bio
+    from bestiary.pipelines.cache import MediaCache
+    cache = MediaCache(os.path.join(out, "cache", "media"))
+    catalog = {r["key"]: r["media_url"] for t in ("recordings", "images")
+               for r in bio.read_rows(os.path.join(out, "catalog", t), ["key", "media_url"])}
+    manifest = json.load(open(os.path.join(out, "shards", "manifest.json")))
+    clips: dict[str, list[float]] = {}
+    images: set[str] = set()
+    for s in manifest["shards"]:
+        for sample in wds.WebDataset(os.path.join(out, "shards", s["file"]), shardshuffle=False):
+            meta = json.loads(sample["json"])
+            clips.setdefault(meta["record_key"], []).append(meta["audio"]["offset_s"])
+            images.add(meta["image"]["key"])
+    m = cfg.media
+    jobs = [("audio", cache.lookup(catalog[k]), sorted(v), m.clip_seconds, m.sample_rate, 0) for k, v in clips.items()]
+    jobs += [("image", cache.lookup(catalog[k]), [], 0.0, 0, m.image_size) for k in sorted(images)]
+    return jobs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", help="an existing demo output (else one is built here first)")
+    a = ap.parse_args()
+    sys.path.insert(0, ROOT)
+    from bestiary.sample_archive.server import start_in_thread
+    from bestiary.schemas.config import load_config
+    env = {**os.environ, "XC_API_KEY": os.environ.get("XC_API_KEY", "bench-key"), "PYTHONUNBUFFERED": "1"}
+    server = None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = a.out or os.path.join(tmp, "demo_out")
+        if not a.out:
+            server, _, url = start_in_thread(seed=7)
+            env.update(SAMPLE_URL=url, DEMO_OUT=out)
+            wall, cpu = tree_cpu([sys.executable, "-m", "bestiary.pipelines.cli", "build", "configs/demo.yaml"], env)
+            print(f"first build (online): {wall:.0f} s, {cpu:.1f} CPU-s")
+            server.shutdown()
+        env.update(DEMO_OUT=out, SAMPLE_URL=env.get("SAMPLE_URL", "http://127.0.0.1:9"))
+        os.environ.update(env)
+        cfg = load_config(os.path.join(ROOT, "configs", "demo.yaml"))
+        wall, ours = tree_cpu([sys.executable, "-m", "bestiary.pipelines.cli", "build", "configs/demo.yaml",
+                               "--rebuild"], env)
+        jobs = bare_jobs(out, cfg)
+        t0, c0 = time.perf_counter(), resource_cpu()
+        with ProcessPoolExecutor(os.cpu_count()) as pool:
+            written = sum(pool.map(bare_one, jobs, chunksize=4))
+        bare_wall, bare = time.perf_counter() - t0, resource_cpu() - c0
+        n_audio = sum(1 for j in jobs if j[0] == "audio")
+        print(f"media: {n_audio} recordings ({sum(len(j[2]) for j in jobs)} clips), {len(jobs) - n_audio} images; "
+              f"bare chain wrote {written / 1e6:.1f} MB")
+        print(f"bestiary build --rebuild: {wall:.1f} s wall, {ours:.1f} CPU-s (runner {cfg.runner.mode}, "
+              f"{cfg.runner.workers} workers)")
+        print(f"bare codec chain:         {bare_wall:.1f} s wall, {bare:.1f} CPU-s ({os.cpu_count()} processes)")
+        print(f"throughput bestiary / bare chain: {bare / ours:.2f}x (goal >= 0.7)")
+
+
+def resource_cpu() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime + s.ru_utime + s.ru_stime
+
+
+if __name__ == "__main__":
+    main()
