@@ -1,14 +1,14 @@
 """An offline `build --rebuild` of the demo against the bare codec chain over the same cached media.
 
-First a normal build of the demo (serve-sample on a free port; or `--out` an existing demo output).  Then,
-side by side on the same cached media and on all cores:
+First a normal build of the demo (serve-sample on a free port, at each `--scales` size).  Then, with the
+server gone, side by side on the same cached media and on all cores:
 - bestiary: `bestiary build configs/demo.yaml --rebuild` (every stage again from kept raw pages and caches,
   network refused), CPU seconds of every process it starts (driver, runner, SDK workers);
 - the bare chain: for every medium in the samples, decode, mono, 48 kHz (soxr), FLAC of the same clips
   (offsets from the samples' JSON); and JPEG of the same images; in a process pool of one per core.
 Printed: CPU seconds of each and bestiary's throughput against the bare chain's (goal >= 0.7).
 
-Usage: python bench/rebuild.py [--out demo_out]
+Usage: python bench/rebuild.py [--scales 1,4]
 """
 from __future__ import annotations
 
@@ -106,40 +106,49 @@ def bare_jobs(out: str, cfg) -> list[tuple]:
     return jobs
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", help="an existing demo output (else one is built here first)")
-    a = ap.parse_args()
-    sys.path.insert(0, ROOT)
+def measure(scale: float, env: dict) -> dict:
+    """Build the demo at an archive scale, then rebuild it offline and run the bare chain on its media."""
     from bestiary.sample_archive.server import start_in_thread
     from bestiary.schemas.config import load_config
-    env = {**os.environ, "XC_API_KEY": os.environ.get("XC_API_KEY", "bench-key"), "PYTHONUNBUFFERED": "1"}
-    server = None
+    server, _, url = start_in_thread(seed=7, scale=scale)
     with tempfile.TemporaryDirectory() as tmp:
-        out = a.out or os.path.join(tmp, "demo_out")
-        if not a.out:
-            server, _, url = start_in_thread(seed=7)
-            env.update(SAMPLE_URL=url, DEMO_OUT=out)
+        out = os.path.join(tmp, "demo_out")
+        env = {**env, "SAMPLE_URL": url, "DEMO_OUT": out}
+        try:
             wall, cpu = tree_cpu([sys.executable, "-m", "bestiary.pipelines.cli", "build", "configs/demo.yaml"], env)
-            print(f"first build (online): {wall:.0f} s, {cpu:.1f} CPU-s")
+        finally:
             server.shutdown()
-        env.update(DEMO_OUT=out, SAMPLE_URL=env.get("SAMPLE_URL", "http://127.0.0.1:9"))
+            server.server_close()
         os.environ.update(env)
         cfg = load_config(os.path.join(ROOT, "configs", "demo.yaml"))
-        wall, ours = tree_cpu([sys.executable, "-m", "bestiary.pipelines.cli", "build", "configs/demo.yaml",
-                               "--rebuild"], env)
+        rwall, ours = tree_cpu([sys.executable, "-m", "bestiary.pipelines.cli", "build", "configs/demo.yaml",
+                                "--rebuild"], env)   # the server is gone: everything from raw pages and caches
         jobs = bare_jobs(out, cfg)
         t0, c0 = time.perf_counter(), resource_cpu()
         with ProcessPoolExecutor(os.cpu_count()) as pool:
             written = sum(pool.map(bare_one, jobs, chunksize=4))
         bare_wall, bare = time.perf_counter() - t0, resource_cpu() - c0
-        n_audio = sum(1 for j in jobs if j[0] == "audio")
-        print(f"media: {n_audio} recordings ({sum(len(j[2]) for j in jobs)} clips), {len(jobs) - n_audio} images; "
-              f"bare chain wrote {written / 1e6:.1f} MB")
-        print(f"bestiary build --rebuild: {wall:.1f} s wall, {ours:.1f} CPU-s (runner {cfg.runner.mode}, "
-              f"{cfg.runner.workers} workers)")
-        print(f"bare codec chain:         {bare_wall:.1f} s wall, {bare:.1f} CPU-s ({os.cpu_count()} processes)")
-        print(f"throughput bestiary / bare chain: {bare / ours:.2f}x (goal >= 0.7)")
+    n_audio = sum(1 for j in jobs if j[0] == "audio")
+    print(f"scale {scale:g}: first build {wall:.0f} s, {cpu:.1f} CPU-s; media {n_audio} recordings "
+          f"({sum(len(j[2]) for j in jobs)} clips), {len(jobs) - n_audio} images, bare chain wrote {written / 1e6:.1f} MB")
+    print(f"    bestiary build --rebuild: {rwall:.1f} s wall, {ours:.1f} CPU-s ({cfg.runner.mode}, "
+          f"{cfg.runner.workers} workers); bare codec chain: {bare_wall:.1f} s wall, {bare:.1f} CPU-s "
+          f"({os.cpu_count()} processes); throughput {bare / ours:.2f}x", flush=True)
+    return {"ours": ours, "bare": bare}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scales", default="1", help="archive scales, e.g. 1,4: the second pair gives the marginal cost")
+    a = ap.parse_args()
+    sys.path.insert(0, ROOT)
+    env = {**os.environ, "XC_API_KEY": os.environ.get("XC_API_KEY", "bench-key"), "PYTHONUNBUFFERED": "1"}
+    got = [measure(float(s), env) for s in a.scales.split(",")]
+    if len(got) >= 2:
+        d_ours, d_bare = got[-1]["ours"] - got[0]["ours"], got[-1]["bare"] - got[0]["bare"]
+        print(f"per added medium (scale {a.scales.split(',')[0]} -> {a.scales.split(',')[-1]}): throughput "
+              f"{d_bare / d_ours:.2f}x the bare chain; fixed cost of a rebuild {got[0]['ours'] - got[0]['bare'] * d_ours / d_bare:.1f} CPU-s")
+    print(f"throughput bestiary / bare chain (demo): {got[0]['bare'] / got[0]['ours']:.2f}x (goal >= 0.7)")
 
 
 def resource_cpu() -> float:

@@ -33,7 +33,7 @@ def train_rate(shards: str, steps: int, batch: int, workers: int) -> float:
     times = []
     for n in (2, steps + 2):
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = TrainConfig(shards, tmp, steps=steps + 2, batch_size=batch, workers=workers, checkpoint_every=10**6,
+            cfg = TrainConfig(shards=shards, out=tmp, steps=steps + 2, batch_size=batch, workers=workers, checkpoint_every=10**6,
                               log_every=10**6, model=ModelConfig())
             t0 = time.perf_counter()
             train(cfg, progress=False, stop_at=n)

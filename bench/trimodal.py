@@ -37,7 +37,7 @@ def main() -> None:
     reports = {}
     for name, extra in VARIANTS.items():
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = TrainConfig(a.shards, tmp, steps=a.steps, checkpoint_every=a.steps,
+            cfg = TrainConfig(shards=a.shards, out=tmp, steps=a.steps, checkpoint_every=a.steps,
                               model=ModelConfig(width=a.width), **extra)
             result = train(cfg, progress=False)
             reports[name] = evaluate(result["checkpoint"], a.shards)

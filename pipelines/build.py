@@ -177,14 +177,12 @@ def _stage_previous_probes(ctx: RunContext) -> None:
 
 
 def _drop_unplanned_shards(ctx: RunContext) -> None:
-    """A full build's shards are the plan's: shards of an earlier plan of this output go (tar and records)."""
+    """A full build's shards are the plan's: a shard of an earlier plan of this output goes, its tar and its
+    records (summary, members, rejects) alike."""
     planned = set(io.read_json(ctx.path("work", "shards-planned.json")))
-    for path in io.listdir(ctx.path("work", "shards", "*.json")):
-        name = io.basename(path)[:-len(".json")]
-        if name not in planned:
-            io.delete([p for p in (path, ctx.path("shards", f"{name}.tar"),
-                                   ctx.path("work", "shards", f"{name}.members.parquet"),
-                                   ctx.path("work", "shards", f"{name}.rejects.parquet")) if io.exists(p)])
+    stale = [p for p in io.listdir(ctx.path("work", "shards", "*")) + io.listdir(ctx.path("shards", "*.tar"))
+             if io.basename(p).split(".", 1)[0] not in planned]
+    io.delete(stale)
 
 
 def run_shard(ctx: RunContext) -> None:
@@ -301,7 +299,8 @@ def finalize(ctx: RunContext) -> dict:
     if summary["leak_count"]:
         raise LeakError(f"{summary['leak_count']} leak(s) across splits, e.g. {'; '.join(summary['leaks'][:3])}")
     shards = shard_summaries(ctx)
-    manifest = manifest_from(ctx.cfg, shards, dead, ctx.run)
+    tokenizer = write_tokenizer(ctx)
+    manifest = manifest_from(ctx.cfg, shards, dead, ctx.run, tokenizer)
     io.write_json(ctx.path("shards", "sizes.json"), {s["file"]: s["samples"] for s in shards})
     stats = build_stats(ctx, shards, summary, len(dead))
     io.write_json(ctx.path("stats.json"), stats)
@@ -318,7 +317,24 @@ def finalize(ctx: RunContext) -> dict:
     return stats
 
 
-def manifest_from(cfg: BuildConfig, shards: list[dict], deleted: list[str] | None = None, version: int = 1) -> dict:
+TOKENIZER = "tokenizer.json"
+
+
+def write_tokenizer(ctx: RunContext) -> str | None:
+    """The text encoder's subword tokenizer, trained on the seen species' caption word counts, beside the
+    manifest (so no training rank ever reads the shards to build one)."""
+    from bestiary.captioning.vocabulary import train_subword
+    words = ctx.path("work", "caption-words.json")
+    if not io.exists(words):
+        return None
+    io.write_bytes(ctx.path("shards", TOKENIZER), train_subword(io.read_json(words)).encode())
+    return TOKENIZER
+
+
+def manifest_from(cfg: BuildConfig, shards: list[dict], deleted: list[str] | None = None, version: int = 1,
+                  tokenizer: str | None = None) -> dict:
+    """The typed manifest (schemas/manifest.py) of these shard summaries."""
+    from bestiary.schemas.manifest import Manifest
     splits: dict[str, dict] = {}
     for s in shards:
         d = splits.setdefault(s["split"], {"shards": 0, "samples": 0, "bytes": 0, "species": set()})
@@ -326,16 +342,14 @@ def manifest_from(cfg: BuildConfig, shards: list[dict], deleted: list[str] | Non
         d["samples"] += s["samples"]
         d["bytes"] += s["bytes"]
         d["species"] |= set(s["species"])
-    return {
-        "format": "bestiary-webdataset/1", "version": version,
-        "config_fingerprint": cfg.fingerprint(),
-        "members": ["flac", "jpg", "json", "txt"],
-        "sample_rate": cfg.media.sample_rate, "clip_seconds": cfg.media.clip_seconds,
-        "splits": {k: {**{kk: vv for kk, vv in v.items() if kk != "species"}, "species": sorted(v["species"])}
-                   for k, v in sorted(splits.items())},
-        "shards": [{k: s[k] for k in ("name", "file", "split", "samples", "bytes", "sha256")} for s in shards],
-        "deleted": sorted(deleted or []),   # tombstones '{shard file}/{sample key}': readers skip them
-    }
+    return Manifest(
+        version=version, config_fingerprint=cfg.fingerprint(), members=["flac", "jpg", "json", "txt"],
+        sample_rate=cfg.media.sample_rate, clip_seconds=cfg.media.clip_seconds,
+        splits={k: {**{kk: vv for kk, vv in v.items() if kk != "species"}, "species": sorted(v["species"])}
+                for k, v in sorted(splits.items())},
+        shards=[{k: s[k] for k in ("name", "file", "split", "samples", "bytes", "sha256")} for s in shards],
+        deleted=sorted(deleted or []),   # tombstones '{shard file}/{sample key}': readers skip them
+        tokenizer=tokenizer).model_dump(mode="json")
 
 
 def build_stats(ctx: RunContext, shards: list[dict], summary: dict, tombstoned: int) -> dict:

@@ -15,9 +15,11 @@ from collections import Counter
 import apache_beam as beam
 
 from bestiary.captioning.templates import all_captions, caption, fields_for, taxonomy_text
+from bestiary.captioning.vocabulary import words as words_of
 from bestiary.pipelines import io
 from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.hosts import HostWork, KeyByHost
+from bestiary.pipelines.plan import taxon_is_unseen
 from bestiary.pipelines.tables import ReadTable, WriteTable
 from bestiary.schemas.config import BuildConfig
 from bestiary.schemas.records import CAPTION_SCHEMA, TAXON_RANKS
@@ -164,6 +166,17 @@ class Caption(beam.PTransform):
             kind = cfg.captions.default
             caps = pairs | "caption" >> beam.FlatMap(safe_caption, kind)
         caps | "write captions" >> WriteTable(ctx.path("catalog", "captions"), CAPTION_SCHEMA)
+        # the tokenizer's corpus: word counts of the seen species' captions (bounded by the vocabulary)
+        seen_keys = pairs | "seen only" >> beam.FlatMap(
+            lambda p: [p[0]["key"]] if not taxon_is_unseen(p[1]["taxon_id"], cfg.splits) else [])
+        words = (({"cap": caps | "cap by key" >> beam.Map(lambda c: (c["key"], c["captions"])),
+                   "seen": seen_keys | "seen by key" >> beam.Map(lambda k: (k, 1))}
+                  | "seen join" >> beam.CoGroupByKey()
+                  | "words" >> beam.FlatMap(lambda kv: [w for caps_json in kv[1]["cap"] if kv[1]["seen"]
+                                                        for c in json.loads(caps_json) for w in words_of(c["text"])]))
+                 | "word pairs" >> beam.Map(lambda w: (w, 1)) | "word counts" >> beam.CombinePerKey(sum)
+                 | "word dict" >> beam.combiners.ToDict())
+        _ = words | "write words" >> beam.Map(lambda d: io.write_json(ctx.path("work", "caption-words.json"), d))
         tally = (caps | "tally" >> beam.FlatMap(_tally) | "sum" >> beam.CombinePerKey(sum)
                  | "as dict" >> beam.combiners.ToDict())
         (pbegin | "once" >> beam.Create([None])

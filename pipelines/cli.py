@@ -120,22 +120,43 @@ def cmd_verify(a) -> int:
     return 0 if report["ok"] else 1
 
 
+# train flags -> dotted TrainConfig keys (a flag left out leaves the YAML's or the default value)
+TRAIN_FLAGS = {"shards": "shards", "out": "out", "steps": "steps", "batch_size": "batch_size",
+               "accumulate": "accumulate", "lr": "lr", "workers": "workers", "shuffle_buffer": "shuffle_buffer",
+               "seed": "seed", "image_size": "image_size", "checkpoint_every": "checkpoint_every",
+               "precision": "precision", "log_keys": "log_keys", "taxonomy_loss": "taxonomy_loss",
+               "trait_loss": "trait_loss", "stage": "stage", "init": "init", "shard_cache": "shard_cache",
+               "embed_dim": "model.embed_dim", "width": "model.width", "audio_encoder": "model.audio_encoder",
+               "image_encoder": "model.image_encoder", "text_encoder": "model.text_encoder",
+               "audio_weights": "model.audio_weights", "image_weights": "model.image_weights",
+               "text_weights": "model.text_weights"}
+
+
+def train_config(a):
+    """The run's config: YAML (--config), then --set, then the flags given."""
+    from bestiary.training.config import load_train_config
+    overrides = _overrides(a.set)
+    for flag, key in TRAIN_FLAGS.items():
+        value = getattr(a, flag)
+        if value is not None and value is not False:
+            overrides[key] = value
+    if a.no_augment:
+        overrides["augment"] = False
+    if a.audio_text_only:
+        overrides["pair_weights"] = {"audio_text": 1.0, "audio_image": 0.0, "image_text": 0.0}
+    return load_train_config(a.config, overrides)
+
+
 def cmd_train(a) -> int:
+    from bestiary.schemas.manifest import AudioMismatch
     from bestiary.training import distributed as dist
-    from bestiary.training.encoders import ModelConfig
-    from bestiary.training.train import TrainConfig, train
-    cfg = TrainConfig(a.shards, a.out, steps=a.steps, batch_size=a.batch_size, accumulate=a.accumulate, lr=a.lr,
-                      workers=a.workers, shuffle_buffer=a.shuffle_buffer, seed=a.seed, image_size=a.image_size, checkpoint_every=a.checkpoint_every,
-                      precision=a.precision, augment=not a.no_augment, log_keys=a.log_keys,
-                      taxonomy_loss=a.taxonomy_loss, trait_loss=a.trait_loss, stage=a.stage, init=a.init,
-                      pair_weights={"audio_text": 1.0, "audio_image": 0.0 if a.audio_text_only else 1.0,
-                                    "image_text": 0.0 if a.audio_text_only else 1.0},
-                      model=ModelConfig(embed_dim=a.embed_dim, width=a.width, audio_encoder=a.audio_encoder,
-                                        image_encoder=a.image_encoder, text_encoder=a.text_encoder,
-                                        audio_weights=a.audio_weights, image_weights=a.image_weights,
-                                        text_weights=a.text_weights))
+    from bestiary.training.train import train
+    cfg = train_config(a)
     info = dist.init_from_env()
-    result = train(cfg, resume=a.resume)
+    try:
+        result = train(cfg, resume=a.resume)
+    except AudioMismatch as err:
+        raise ConfigError(str(err)) from None
     if info["world_size"] > 1:  # leave the group cleanly, then exit before gloo's teardown can hang
         if dist.is_main():
             print(f"trained to step {result['steps']} on {info['world_size']} ranks; checkpoint {result['checkpoint']}",
@@ -153,11 +174,25 @@ def cmd_train(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from bestiary.training.evaluate import evaluate, format_table, write_report
-    report = evaluate(a.checkpoint, a.shards)
+    from bestiary.schemas.manifest import AudioMismatch
+    from bestiary.training.evaluate import evaluate, format_table, log_report, write_report
+    from bestiary.training.train import read_checkpoint
+    try:
+        report = evaluate(a.checkpoint, a.shards)
+    except AudioMismatch as err:
+        raise ConfigError(str(err)) from None
     if a.out:
         write_report(report, a.out)
+    if "://" not in a.checkpoint:  # the figures go to the run's TensorBoard and eval_log.csv too
+        log_report(report, os.path.dirname(os.path.abspath(a.checkpoint)), read_checkpoint(a.checkpoint))
     print(format_table(report))
+    return 0
+
+
+def cmd_export(a) -> int:
+    from bestiary.training.inference import export
+    path = export(a.checkpoint, a.dir)
+    print(f"exported {a.checkpoint} -> {path} (model.safetensors, config.json, tokenizer.json)")
     return 0
 
 
@@ -256,43 +291,54 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("out", help="build output folder (holds shards/manifest.json)")
     v.set_defaults(fn=cmd_verify)
 
-    t = sub.add_parser("train", help="train the tri-modal model on the shards (under torchrun for DDP)")
-    t.add_argument("--shards", required=True, help="folder with manifest.json")
-    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.csv")
-    t.add_argument("--steps", type=int, default=300)
-    t.add_argument("--batch-size", type=int, default=32, help="per rank and micro-batch")
-    t.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimizer step")
-    t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (resume points)")
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    t = sub.add_parser("train", help="train the tri-modal model on the shards (under torchrun for DDP)",
+                       description="Defaults live in the training config (training/config.py); a flag overrides "
+                                   "--config's YAML and --set.")
+    t.add_argument("--config", help="training config (YAML): every field of TrainConfig, model.* included")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (dotted key)")
+    t.add_argument("--shards", help="the shards' folder or URL (http(s)://, s3://, gs://) holding manifest.json")
+    t.add_argument("--out", help="run folder: checkpoint.pt, log.csv, tb/ (local; or s3:// for checkpoint and log)")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch-size", type=int, help="per rank and micro-batch")
+    t.add_argument("--accumulate", type=int, help="micro-batches per optimizer step")
+    t.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (resume points)")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast on CUDA, fp32 on the CPU")
     t.add_argument("--no-augment", action="store_true", help="no random crops, flips or caption kinds")
-    t.add_argument("--shuffle-buffer", type=int, default=256, help="samples shuffled in a buffer; 0 for shard order")
-    t.add_argument("--log-keys", action="store_true", help="write the sample keys each rank trained on")
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--workers", type=int, default=1, help="data loader workers")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--image-size", type=int, default=64)
-    t.add_argument("--embed-dim", type=int, default=512)
-    t.add_argument("--width", type=int, default=32)
-    t.add_argument("--audio-encoder", default="cnn", choices=["cnn", "clap"],
+    t.add_argument("--shuffle-buffer", type=int, help="samples shuffled in a buffer; 0 for shard order")
+    t.add_argument("--log-keys", action="store_true", default=None, help="write the sample keys each rank trained on")
+    t.add_argument("--lr", type=float)
+    t.add_argument("--workers", type=int, help="data loader workers")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--image-size", type=int)
+    t.add_argument("--shard-cache", metavar="DIR", help="keep a local copy of each remote shard here")
+    t.add_argument("--embed-dim", type=int)
+    t.add_argument("--width", type=int)
+    t.add_argument("--audio-encoder", choices=["cnn", "clap"],
                    help="cnn: small, from scratch; clap: HTS-AT from --audio-weights (a local transformers folder)")
-    t.add_argument("--image-encoder", default="cnn", choices=["cnn", "clip"],
+    t.add_argument("--image-encoder", choices=["cnn", "clip"],
                    help="cnn: small, from scratch; clip: a CLIP/BioCLIP vision tower from --image-weights")
-    t.add_argument("--text-encoder", default="transformer", choices=["transformer", "hf"],
-                   help="transformer: small, from scratch; hf: CLIP text or RoBERTa from --text-weights (its tokenizer too)")
+    t.add_argument("--text-encoder", choices=["transformer", "hf"],
+                   help="transformer: small, from scratch; hf: CLIP text, RoBERTa or a sentence encoder from "
+                        "--text-weights (its tokenizer too)")
     t.add_argument("--audio-weights", metavar="DIR", help="local folder written by save_pretrained; never downloaded")
     t.add_argument("--image-weights", metavar="DIR")
     t.add_argument("--text-weights", metavar="DIR")
     t.add_argument("--audio-text-only", action="store_true", help="train the audio-text pair only")
-    t.add_argument("--stage", choices=["joint", "audio"], default="joint",
+    t.add_argument("--stage", choices=["joint", "audio"],
                    help="BioVITA: 'audio' trains audio onto a frozen image-text space (stage 1); 'joint' all (stage 2)")
     t.add_argument("--init", help="start from this checkpoint's weights (e.g. stage 2 from stage 1)")
-    t.add_argument("--trait-loss", type=float, default=0.0, metavar="W",
+    t.add_argument("--trait-loss", type=float, metavar="W",
                    help="weight of the auxiliary trait heads on the audio embedding (0: none)")
-    t.add_argument("--taxonomy-loss", action="store_true",
+    t.add_argument("--taxonomy-loss", action="store_true", default=None,
                    help="AnimalCLAP's taxonomy-aware objective: same genus or family as soft positives")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.set_defaults(fn=cmd_train)
+
+    x = sub.add_parser("export", help="a checkpoint as a folder others can load: model.safetensors, config.json, "
+                       "tokenizer.json (bestiary.training.inference.Model.load)")
+    x.add_argument("checkpoint", help="checkpoint.pt (a path or URL)")
+    x.add_argument("dir", help="the folder to write")
+    x.set_defaults(fn=cmd_export)
 
     m = sub.add_parser("embed", help="embed a folder of audio files or images into Parquet")
     m.add_argument("--checkpoint", required=True)

@@ -193,7 +193,14 @@ class BoundedBundleManager(fn_runner.ParallelBundleManager):
 
 
 class LocalRunner(fn_runner.FnApiRunner):
-    """FnApiRunner with bounded bundles (multi-worker stages) and compact grouping buffers."""
+    """FnApiRunner with bounded bundles (multi-worker stages) and compact grouping buffers.  It keeps the
+    size of the last graph it ran (the runner API proto it was handed), so nothing serialises it twice."""
+
+    last_graph_bytes: int = 0
+
+    def run_via_runner_api(self, pipeline_proto, options):
+        self.last_graph_bytes = len(pipeline_proto.SerializeToString())
+        return super().run_via_runner_api(pipeline_proto, options)
 
     def _get_bundle_manager(self, bundle_context_manager):
         stock = super()._get_bundle_manager(bundle_context_manager)

@@ -25,7 +25,7 @@ from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.hosts import HostWork, host_slot
 from bestiary.schemas.config import MediaConfig
 
-ANALYSIS_VERSION = "a1"   # bump when clip choice or fingerprints change: derived files are then made again
+ANALYSIS_VERSION = "a2"   # bump when clip choice or fingerprints change: derived files are then made again
 PROBE_SCHEMA = pa.schema([
     ("kind", pa.string()), ("key", pa.string()), ("url", pa.string()), ("media_fp", pa.string()),
     ("blob", pa.string()), ("pcm_sha256", pa.string()), ("codes", pa.binary()), ("sample_rate", pa.int64()),

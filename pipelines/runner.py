@@ -94,10 +94,16 @@ def record_graph(name: str, size: int, out: str | None) -> None:
 
 
 def run(p: beam.Pipeline, runner: RunnerConfig, name: str, out: str | None = None) -> None:
-    """Run a built pipeline to completion (here, in a job process, or on the portable runner)."""
-    record_graph(name, graph_bytes(p), out)
+    """Run a built pipeline to completion (here, in a job process, or on the portable runner), and log the
+    size of the graph the runner was given."""
     if runner.job_process and runner.mode != "portable":
-        return _run_in_job_process(p, runner, name)
+        record_graph(name, _run_in_job_process(p, runner, name), out)
+        return
+    if isinstance(p.runner, LocalRunner):
+        p.run().wait_until_finish()
+        record_graph(name, p.runner.last_graph_bytes, out)
+        return
+    record_graph(name, graph_bytes(p), out)
     p.run().wait_until_finish()
 
 
@@ -109,16 +115,24 @@ def pipeline(runner: RunnerConfig, name: str, out: str | None = None):
     run(p, runner, name, out)
 
 
-def _run_in_job_process(p: beam.Pipeline, runner: RunnerConfig, name: str) -> None:
+def _run_in_job_process(p: beam.Pipeline, runner: RunnerConfig, name: str) -> int:
+    """The pipeline's serialized graph run by a job process; returns the graph's size."""
     with tempfile.TemporaryDirectory(prefix="bestiary-job-") as tmp:
         graph = os.path.join(tmp, "graph.pb")
+        data = p.to_runner_api().SerializeToString()
         with open(graph, "wb") as fh:
-            fh.write(p.to_runner_api().SerializeToString())
-        done = subprocess.run([sys.executable, "-m", "bestiary.pipelines.jobrun", graph,
-                               runner.model_dump_json()], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-20:]
-        raise RuntimeError(f"pipeline {name} failed in its job process (exit {done.returncode}):\n" + "\n".join(tail))
+            fh.write(data)
+        errors = os.path.join(tmp, "stderr.log")   # a file, not a pipe: a chatty job never fills the driver
+        with open(errors, "wb") as err:
+            done = subprocess.run([sys.executable, "-m", "bestiary.pipelines.jobrun", graph,
+                                   runner.model_dump_json()], stdout=subprocess.DEVNULL, stderr=err)
+        if done.returncode != 0:
+            with open(errors, "rb") as fh:
+                fh.seek(max(0, os.path.getsize(errors) - 8000))
+                tail = fh.read().decode(errors="replace").strip().splitlines()[-20:]
+            raise RuntimeError(f"pipeline {name} failed in its job process (exit {done.returncode}):\n"
+                               + "\n".join(tail))
+    return len(data)
 
 
 def run_job(graph_path: str, runner_json: str) -> None:

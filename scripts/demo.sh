@@ -33,10 +33,10 @@ echo "== eval"
 cat <<MSG
 
 Done. Where everything is:
-  $OUT/catalog/          recordings, images, resolutions, taxa, traits, captions (.parquet)
+  $OUT/catalog/          recordings, images, resolutions, taxa, traits, captions, probes (Parquet folders)
   $OUT/raw/              the raw archive pages (JSONL.gz), the source of truth
   $OUT/shards/           WebDataset tars, manifest.json, sizes.json
-  $OUT/rejects.parquet   every record that did not become a sample, with its reason
+  $OUT/rejects/          every record that did not become a sample, with its reason
   $OUT/stats.json        per-stage counts (accounting.balanced must be true)
   $OUT/README.md         the dataset card
   $RUN/checkpoint.pt     the trained model; $RUN/log.csv the training log

@@ -97,3 +97,49 @@ def tiny_build(archive_server, tmp_path_factory):
     cfg = parse_config(tiny_config(url, out))
     stats = build(cfg)
     return cfg, stats
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """A local S3 (moto's server) with a bucket; credentials and the endpoint through the environment, the
+    way workers and training ranks inherit them."""
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    endpoint = "http://127.0.0.1:%d" % server._server.server_address[1]
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL_S3=endpoint)
+    import boto3
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+BUCKET = "bestiary-test"
+
+
+def static_server(folder: str):
+    """A plain static file server on 127.0.0.1 over `folder` (shards served over HTTP); (server, base URL)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        disable_nagle_algorithm = True
+        requests_seen: list = []
+
+        def log_message(self, *args) -> None:
+            Quiet.requests_seen.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.requests_seen = Quiet.requests_seen
+    return server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -9,7 +9,7 @@ import yaml
 
 from tests.conftest import ROOT, TEST_KEY
 
-SUBCOMMANDS = ["serve-sample", "crawl", "enrich", "caption", "shard", "build", "verify", "train", "eval", "embed",
+SUBCOMMANDS = ["serve-sample", "crawl", "enrich", "caption", "shard", "build", "verify", "train", "eval", "export", "embed",
                "classify"]
 
 

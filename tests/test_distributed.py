@@ -11,8 +11,8 @@ import webdataset as wds
 from bestiary.training.data import DataConfig, Decode, collate, shard_urls
 from bestiary.training.encoders import ModelConfig, TriModal
 from bestiary.training.losses import taxonomy_targets, trimodal_loss
-from bestiary.training.tokenizer import Tokenizer
-from bestiary.training.train import TrainConfig, captions_of, lr_at, seed_all, train
+from bestiary.training.data import read_manifest
+from bestiary.training.train import TrainConfig, lr_at, seed_all, tokenizer_for, train
 
 TINY = ModelConfig(embed_dim=32, width=16)
 
@@ -21,13 +21,13 @@ def test_twenty_steps_equal_ten_a_resume_and_ten(tiny_build, tmp_path):
     cfg, _ = tiny_build
     shards = os.path.join(cfg.out, "shards")
     common = dict(steps=20, batch_size=4, workers=0, checkpoint_every=10, log_every=5, model=TINY)
-    straight = train(TrainConfig(shards, str(tmp_path / "a"), **common), progress=False)
-    first = train(TrainConfig(shards, str(tmp_path / "b"), **common), progress=False, stop_at=10)
+    straight = train(TrainConfig(shards=shards, out=str(tmp_path / "a"), **common), progress=False)
+    first = train(TrainConfig(shards=shards, out=str(tmp_path / "b"), **common), progress=False, stop_at=10)
     assert first["steps"] == 10
-    second = train(TrainConfig(shards, str(tmp_path / "b"), **common), resume=True, progress=False)
+    second = train(TrainConfig(shards=shards, out=str(tmp_path / "b"), **common), resume=True, progress=False)
     assert second["steps"] == 20
-    a = torch.load(straight["checkpoint"], weights_only=False)
-    b = torch.load(second["checkpoint"], weights_only=False)
+    a = torch.load(straight["checkpoint"])
+    b = torch.load(second["checkpoint"])
     assert a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert straight["losses"][10:] == second["losses"]
@@ -65,9 +65,9 @@ def test_two_ranks_see_disjoint_samples_and_match_one_process(tiny_build, tmp_pa
     # one process, the same global batches (rank 0's rows, then rank 1's), the same start
     samples = _samples_by_key(shards)
     seed_all(0)
-    tok = Tokenizer.train(captions_of(shards))
+    tok = tokenizer_for(shards, read_manifest(shards))
     model = TriModal(ModelConfig(**{**TINY.to_dict(), "vocab_size": len(tok.vocab), "max_len": tok.max_len}))
-    tcfg = TrainConfig(shards, str(tmp_path / "one"), steps=steps, batch_size=2 * per_rank, model=TINY)
+    tcfg = TrainConfig(shards=shards, out=str(tmp_path / "one"), steps=steps, batch_size=2 * per_rank, model=TINY)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
@@ -86,9 +86,47 @@ def test_two_ranks_see_disjoint_samples_and_match_one_process(tiny_build, tmp_pa
         opt.step()
         assert loss.item() == pytest.approx(logs[0][step]["loss"], rel=1e-4, abs=1e-4)
         assert logs[1][step]["loss"] == pytest.approx(logs[0][step]["loss"], rel=1e-5)
-    ddp = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    ddp = torch.load(out / "checkpoint.pt")["model"]
     for k, v in model.state_dict().items():
         # Adam divides by sqrt(v): a weight whose gradient is ~0 can step by up to lr on float noise alone,
         # so a few elements may differ by an lr-sized step; the rest must agree to 1e-4
         diff = (v - ddp[k]).abs()
         assert diff.max() <= 2 * tcfg.lr * steps and (diff > 1e-4).float().mean() <= 0.01, (k, diff.max())
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(400)
+def test_two_nodes_train_as_one_node_with_the_same_global_batch(tiny_build, tmp_path):
+    """Two torchrun agents (--nnodes 2, one rank each, c10d rendezvous on 127.0.0.1, gloo) against one agent
+    with two ranks: the same samples per rank and the same losses, step by step."""
+    cfg, _ = tiny_build
+    shards = os.path.join(cfg.out, "shards")
+    args = ["-m", "bestiary.pipelines.cli", "train", "--shards", shards, "--steps", "3", "--batch-size", "2",
+            "--workers", "0", "--no-augment", "--shuffle-buffer", "0", "--log-keys", "--width", "16",
+            "--embed-dim", "32", "--checkpoint-every", "3", "--seed", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *args, "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=240, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    port = _free_port()
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                                "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "bestiary",
+                                "--max_restarts", "0", *args, "--out", str(tmp_path / "two")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    try:
+        results = [a.communicate(timeout=240) for a in agents]
+    finally:
+        for a in agents:
+            a.kill()
+    assert all(a.returncode == 0 for a in agents), [r[1][-2000:] for r in results]
+    logs = {run: [[json.loads(line) for line in open(tmp_path / run / f"keys-rank{r}.jsonl")] for r in (0, 1)]
+            for run in ("one", "two")}
+    for r in (0, 1):
+        assert [e["keys"] for e in logs["two"][r]] == [e["keys"] for e in logs["one"][r]]
+        assert [e["loss"] for e in logs["two"][r]] == pytest.approx([e["loss"] for e in logs["one"][r]], rel=1e-5)

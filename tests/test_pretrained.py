@@ -54,7 +54,7 @@ def test_pretrained_towers_train_and_reload(tiny_build, weights, tmp_path, monke
     model = ModelConfig(embed_dim=16, audio_encoder="clap", image_encoder="clip", text_encoder="hf",
                         audio_weights=str(weights / "clap"), image_weights=str(weights / "clip"),
                         text_weights=str(weights / "roberta"))
-    tcfg = TrainConfig(shards, str(tmp_path / "run"), steps=2, batch_size=4, workers=0, checkpoint_every=2,
+    tcfg = TrainConfig(shards=shards, out=str(tmp_path / "run"), steps=2, batch_size=4, workers=0, checkpoint_every=2,
                        augment=False, shuffle_buffer=0, model=model)
     before = transformers.ClapAudioModelWithProjection.from_pretrained(weights / "clap").state_dict()
     result = train(tcfg, progress=False)

@@ -8,8 +8,8 @@ from bestiary.training.data import DataConfig, make_loader, make_pipeline
 from bestiary.training.encoders import ModelConfig, TriModal
 from bestiary.training.evaluate import evaluate, format_table
 from bestiary.training.losses import info_nce, trimodal_loss
-from bestiary.training.tokenizer import Tokenizer
-from bestiary.training.train import TrainConfig, captions_of, load_model, train
+from bestiary.training.data import read_manifest
+from bestiary.training.train import TrainConfig, load_model, tokenizer_for, train
 
 
 def test_info_nce_prefers_aligned_pairs():
@@ -35,7 +35,7 @@ def test_few_steps_lower_the_loss(tiny_build):
     cfg, _ = tiny_build
     shards = os.path.join(cfg.out, "shards")
     torch.manual_seed(0)
-    tok = Tokenizer.train(captions_of(shards))
+    tok = tokenizer_for(shards, read_manifest(shards))   # the build's subword tokenizer, beside the manifest
     model = TriModal(ModelConfig(embed_dim=64, width=16, vocab_size=len(tok.vocab), max_len=tok.max_len))
     batch = next(iter(make_loader(DataConfig(shards, ("train",), batch_size=8, workers=0))))
     assert batch["audio"].shape == (8, 480000) and batch["image"].shape == (8, 3, 64, 64)
@@ -56,7 +56,7 @@ def test_few_steps_lower_the_loss(tiny_build):
 def test_train_writes_a_checkpoint_and_eval_reports_with_chance(tiny_build, tmp_path):
     cfg, _ = tiny_build
     shards = os.path.join(cfg.out, "shards")
-    tcfg = TrainConfig(shards, str(tmp_path / "run"), steps=6, batch_size=8, workers=1, log_every=2,
+    tcfg = TrainConfig(shards=shards, out=str(tmp_path / "run"), steps=6, batch_size=8, workers=1, log_every=2,
                        checkpoint_every=3, model=ModelConfig(embed_dim=32, width=16))
     result = train(tcfg, progress=False)
     assert result["steps"] == 6 and os.path.exists(result["checkpoint"])
@@ -91,7 +91,7 @@ def test_embed_and_classify_a_folder(tiny_build, tmp_path):
     from tests.conftest import fixture_path
     cfg, _ = tiny_build
     shards = os.path.join(cfg.out, "shards")
-    result = train(TrainConfig(shards, str(tmp_path / "run"), steps=2, batch_size=4, workers=0,
+    result = train(TrainConfig(shards=shards, out=str(tmp_path / "run"), steps=2, batch_size=4, workers=0,
                                model=ModelConfig(embed_dim=32, width=16)), progress=False)
     folder = tmp_path / "mine"
     folder.mkdir()
@@ -125,20 +125,20 @@ def test_biovita_stage_one_moves_audio_only_then_stage_two_moves_all(tiny_build,
     cfg, _ = tiny_build
     shards = os.path.join(cfg.out, "shards")
     tiny = ModelConfig(embed_dim=32, width=16)
-    base = train(TrainConfig(shards, str(tmp_path / "base"), steps=2, batch_size=4, workers=0, model=tiny),
+    base = train(TrainConfig(shards=shards, out=str(tmp_path / "base"), steps=2, batch_size=4, workers=0, model=tiny),
                  progress=False)
-    one = train(TrainConfig(shards, str(tmp_path / "one"), steps=3, batch_size=4, workers=0, model=tiny,
+    one = train(TrainConfig(shards=shards, out=str(tmp_path / "one"), steps=3, batch_size=4, workers=0, model=tiny,
                             stage="audio", init=base["checkpoint"], pair_weights={"audio_text": 1.0,
                                                                                  "audio_image": 1.0,
                                                                                  "image_text": 0.0}), progress=False)
-    before = torch.load(base["checkpoint"], weights_only=False)["model"]
-    after = torch.load(one["checkpoint"], weights_only=False)["model"]
+    before = torch.load(base["checkpoint"])["model"]
+    after = torch.load(one["checkpoint"])["model"]
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith(("audio.", "audio_proj.")) for k in moved)
     assert any(k.startswith("audio_proj.") for k in moved)
-    two = train(TrainConfig(shards, str(tmp_path / "two"), steps=2, batch_size=4, workers=0, model=tiny,
+    two = train(TrainConfig(shards=shards, out=str(tmp_path / "two"), steps=2, batch_size=4, workers=0, model=tiny,
                             stage="joint", init=one["checkpoint"]), progress=False)
-    final = torch.load(two["checkpoint"], weights_only=False)["model"]
+    final = torch.load(two["checkpoint"])["model"]
     assert any(not torch.equal(after[k], final[k]) for k in after if k.startswith("image."))
-    with pytest.raises(ValueError, match="unknown stage"):
-        train(TrainConfig(shards, str(tmp_path / "bad"), steps=1, model=tiny, stage="text"), progress=False)
+    with pytest.raises(ValueError, match="stage"):
+        train(TrainConfig(shards=shards, out=str(tmp_path / "bad"), steps=1, model=tiny, stage="text"), progress=False)

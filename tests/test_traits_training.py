@@ -77,7 +77,7 @@ def test_probe_is_species_disjoint_and_finds_a_linear_trait():
 def test_training_with_trait_heads_and_eval_reports_the_probe(tiny_build, tmp_path):
     cfg, _ = tiny_build
     shards = os.path.join(cfg.out, "shards")
-    tcfg = TrainConfig(shards, str(tmp_path / "run"), steps=4, batch_size=8, workers=0, log_every=2,
+    tcfg = TrainConfig(shards=shards, out=str(tmp_path / "run"), steps=4, batch_size=8, workers=0, log_every=2,
                        checkpoint_every=4, trait_loss=0.5, model=ModelConfig(embed_dim=32, width=16))
     result = train(tcfg, progress=False)
     with open(tmp_path / "run" / "log.csv") as fh:

@@ -1,8 +1,11 @@
 """Streaming the shards: a WebDataset pipeline split by rank and worker.
 
-Shards are listed by the manifest; each epoch visits them in an order drawn
+Shards are listed by the manifest (a folder or any URL: http(s)://, s3://,
+gs://), or given as a brace pattern; each epoch visits them in an order drawn
 from (seed, epoch), split across ranks then loader workers, so ranks see
-disjoint samples.  Decoding (FLAC, JPEG, caption choice) runs in the workers.
+disjoint samples.  Each worker opens its shards itself (training/storage.py,
+optionally through a local shard cache) and decodes FLAC, JPEG and the caption
+choice; batches come back page-locked for non-blocking copies to the GPU.
 """
 from __future__ import annotations
 
@@ -13,47 +16,71 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 import soundfile as sf
 import torch
 import webdataset as wds
 from PIL import Image
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from bestiary.schemas.manifest import Manifest
+from bestiary.training import storage
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    shards_dir: str
+    shards_dir: str                   # the shards' folder or URL, or a brace pattern of shard URLs
     splits: tuple[str, ...] = ("train",)
     batch_size: int = 32
     workers: int = 1
-    clip_samples: int = 480000        # 10 s at 48 kHz
+    clip_samples: int = 480000        # 10 s at 48 kHz: set from the manifest by train and eval
     image_size: int = 64
     shuffle_buffer: int = 256
     seed: int = 0
     train: bool = True                # training stream: split by rank, shuffled, endless; else one pass
     augment: bool = True              # random crop, flips, random caption kind (training only)
+    shard_cache: str | None = None    # keep a local copy of each remote shard here
+    pin_memory: bool = False          # page-locked batches (for non-blocking copies to a GPU)
 
 
-def read_manifest(shards_dir: str) -> dict:
-    with open(os.path.join(shards_dir, "manifest.json")) as fh:
-        return json.load(fh)
+def _is_pattern(spec: str) -> bool:
+    return "{" in spec or spec.endswith(".tar")
 
 
-def shard_urls(shards_dir: str, splits: tuple[str, ...]) -> list[str]:
-    manifest = read_manifest(shards_dir)
-    return [os.path.join(shards_dir, s["file"]) for s in manifest["shards"] if s["split"] in splits and s["samples"]]
+def manifest_location(spec: str) -> str:
+    """Where the manifest is: in the shards' folder, or beside the shards a pattern names."""
+    if _is_pattern(spec):
+        base = spec.split("{", 1)[0]
+        return storage.join(base.rsplit("/", 1)[0] if "/" in base else ".", "manifest.json")
+    return storage.join(spec, "manifest.json")
 
 
-def split_samples(shards_dir: str, splits: tuple[str, ...]) -> int:
-    m = read_manifest(shards_dir)
-    files = {s["file"] for s in m["shards"] if s["split"] in splits}
-    dead = sum(1 for d in m.get("deleted", []) if d.split("/", 1)[0] in files)
-    return sum(s["samples"] for s in m["shards"] if s["split"] in splits) - dead
+def read_manifest(spec: str) -> Manifest:
+    where = manifest_location(spec)
+    try:
+        return Manifest.model_validate_json(storage.read_bytes(where))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no manifest at {where} (the shards' folder holds manifest.json)") from None
 
 
-def deleted_keys(shards_dir: str) -> set[str]:
+def shard_urls(spec: str, splits: tuple[str, ...]) -> list[str]:
+    """The shards of these splits: the manifest's, in its order, or those a brace pattern names."""
+    manifest = read_manifest(spec)
+    if _is_pattern(spec):
+        named = {os.path.basename(u): u for u in storage.expand(spec)}
+        return [named[s.file] for s in manifest.shards_of(splits) if s.file in named]
+    return [storage.join(spec, s.file) for s in manifest.shards_of(splits)]
+
+
+def split_samples(spec: str, splits: tuple[str, ...]) -> int:
+    return read_manifest(spec).live_samples(splits)
+
+
+def deleted_keys(spec: str) -> set[str]:
     """Tombstones, '{shard file}/{sample key}': samples of records changed or deleted since their shard."""
-    return set(read_manifest(shards_dir).get("deleted", []))
+    return set(read_manifest(spec).deleted)
 
 
 class EpochShards(torch.utils.data.IterableDataset):
@@ -138,6 +165,24 @@ class Decode:
         }
 
 
+class OpenShards:
+    """{"url"} -> {"url", "stream"}: each worker opens its own shards (through the shard cache when set)."""
+
+    def __init__(self, cache: str | None, sha256: dict[str, str]):
+        self.cache, self.sha256 = cache, sha256
+
+    def __call__(self, src):
+        cache = storage.ShardCache(self.cache, self.sha256) if self.cache else None
+        for sample in src:
+            url = sample["url"]
+            try:
+                stream = storage.open_url(cache.get(url) if cache else url)
+            except Exception as err:  # noqa: BLE001 - a shard that cannot be read is skipped, with a warning
+                warnings.warn(f"shard {url}: {type(err).__name__}: {err}", stacklevel=1)
+                continue
+            yield {"url": url, "stream": stream}
+
+
 def _drop_none(src):
     for s in src:
         if s is not None:
@@ -152,6 +197,7 @@ def collate(samples: list[dict]) -> dict:
 
 
 def make_pipeline(cfg: DataConfig, epochs: int | None = None) -> wds.DataPipeline:
+    manifest = read_manifest(cfg.shards_dir)
     urls = shard_urls(cfg.shards_dir, cfg.splits)
     if not urls:
         raise ValueError(f"no shards for splits {cfg.splits} in {cfg.shards_dir}")
@@ -164,10 +210,12 @@ def make_pipeline(cfg: DataConfig, epochs: int | None = None) -> wds.DataPipelin
         stages += [wds.split_by_node, wds.split_by_worker]
     else:
         stages += [wds.split_by_worker]
-    stages += [wds.tarfile_to_samples(handler=wds.warn_and_continue)]
+    stages += [OpenShards(cfg.shard_cache, {s.file: s.sha256 for s in manifest.shards}),
+               wds.pipelinefilter(tar_file_expander)(handler=wds.warn_and_continue),
+               wds.pipelinefilter(group_by_keys)(handler=wds.warn_and_continue)]
     if cfg.train and cfg.shuffle_buffer > 1:
         stages.append(wds.shuffle(cfg.shuffle_buffer, initial=min(64, cfg.shuffle_buffer), rng=random.Random(cfg.seed)))
-    stages += [wds.map(Decode(cfg, deleted_keys(cfg.shards_dir))), _drop_none,
+    stages += [wds.map(Decode(cfg, set(manifest.deleted))), _drop_none,
                wds.batched(cfg.batch_size, collation_fn=collate, partial=not cfg.train)]
     return wds.DataPipeline(*stages)
 
@@ -175,4 +223,5 @@ def make_pipeline(cfg: DataConfig, epochs: int | None = None) -> wds.DataPipelin
 def make_loader(cfg: DataConfig, epochs: int | None = None) -> torch.utils.data.DataLoader:
     pipe = make_pipeline(cfg, epochs)
     return torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=cfg.workers,
-                                       persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
+                                       persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
+                                       pin_memory=cfg.pin_memory and torch.cuda.is_available())

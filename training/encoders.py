@@ -6,39 +6,12 @@ caption-trained tokenizer for text.  Chosen by name from `ENCODERS`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import librosa
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    embed_dim: int = 512
-    width: int = 64
-    sample_rate: int = 48000
-    n_fft: int = 1024
-    hop: int = 960                 # 20 ms frames
-    n_mels: int = 64
-    fmin: float = 100.0
-    fmax: float = 16000.0
-    text_layers: int = 2
-    text_heads: int = 4
-    vocab_size: int = 1000
-    max_len: int = 32
-    audio_encoder: str = "cnn"
-    image_encoder: str = "cnn"
-    text_encoder: str = "transformer"
-    trait_heads: bool = False      # auxiliary trait heads on the audio embedding
-    audio_weights: str | None = None   # local folders of pretrained weights (see pretrained.py)
-    image_weights: str | None = None
-    text_weights: str | None = None
-    pad_id: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from bestiary.training.config import ModelConfig  # noqa: F401 (the architecture's config lives with the others)
 
 
 class LogMel(nn.Module):

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from bestiary.captioning.templates import KINDS, class_prompt, fields_for
-from bestiary.training.data import DataConfig, make_loader
+from bestiary.schemas.manifest import check_audio
+from bestiary.training.data import DataConfig, make_loader, read_manifest
 from bestiary.training.train import load_model
 from bestiary.training.traits import trait_probe
 
@@ -58,8 +59,9 @@ def taxon_retrieval(query: np.ndarray, query_taxa: list[str], cand: np.ndarray, 
 
 
 @torch.no_grad()
-def embed_split(model, shards_dir: str, split: str, batch_size: int = 32, image_size: int = 64) -> dict:
-    cfg = DataConfig(shards_dir, (split,), batch_size, 0, int(model.cfg.sample_rate * 10), image_size, train=False)
+def embed_split(model, shards: str, split: str, batch_size: int = 32, image_size: int = 64) -> dict:
+    clip = int(round(model.cfg.sample_rate * model.cfg.clip_seconds))
+    cfg = DataConfig(shards, (split,), batch_size, 0, clip, image_size, train=False)
     out = {"audio": [], "image": [], "species": [], "traits": [], "meta": []}
     for batch in make_loader(cfg):
         out["audio"].append(model.encode_audio(batch["audio"]).numpy())
@@ -105,14 +107,16 @@ def retrieval_suite(model, tok, emb: dict, kind: str = "taxonomy_common") -> dic
     return out
 
 
-def evaluate(checkpoint: str, shards_dir: str, splits: dict[str, str] | None = None) -> dict:
+def evaluate(checkpoint: str, shards: str, splits: dict[str, str] | None = None) -> dict:
+    """Every benchmark on these shards; a model trained on other audio settings is refused (AudioMismatch)."""
     model, tok, state = load_model(checkpoint)
+    check_audio(model.cfg.sample_rate, model.cfg.clip_seconds, read_manifest(shards), f"checkpoint {checkpoint}")
     image_size = state["train_config"].get("image_size", 64)
     splits = splits or {"seen": "test", "unseen": "unseen"}
     report: dict = {"checkpoint": checkpoint, "step": state["step"], "zero_shot": {}, "retrieval": {}}
     pooled: dict = {"audio": [], "species": [], "traits": []}
     for label, split in splits.items():
-        emb = embed_split(model, shards_dir, split, image_size=image_size)
+        emb = embed_split(model, shards, split, image_size=image_size)
         if not emb["species"]:
             continue
         pooled["audio"].append(emb["audio"])
@@ -160,6 +164,35 @@ def format_markdown(report: dict) -> str:
         lines += [f"| {name} ({r['classes']} classes, {r['species']} species) | {r['macro_f1']:.3f} | "
                   f"{r['chance_macro_f1']:.3f} |" for name, r in report["traits"].items()]
     return "\n".join(lines)
+
+
+def log_report(report: dict, run_dir: str, state: dict) -> None:
+    """The figures into the run's TensorBoard (eval/…, at the checkpoint's step, with the run's
+    hyper-parameters and temperature) and `eval_log.csv` (step, metric, value), beside the training scalars."""
+    import csv
+    import os
+    step = report["step"]
+    rows = [(f"eval/{name}/top1", r["top1"]) for name, r in _rows(report)]
+    rows += [(f"eval/{name}/top5", r["top5"]) for name, r in _rows(report)]
+    rows += [(f"eval/trait {name}/macro_f1", r["macro_f1"]) for name, r in (report.get("traits") or {}).items()]
+    temperature = float(1 / np.exp(float(state["model"]["logit_scale"])))
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "eval_log.csv")
+    fresh = not os.path.exists(path)
+    with open(path, "a", newline="") as fh:
+        w = csv.writer(fh)
+        if fresh:
+            w.writerow(["step", "metric", "value"])
+        w.writerows([(step, name, f"{value:.6g}") for name, value in rows + [("eval/temperature", temperature)]])
+    from torch.utils.tensorboard import SummaryWriter
+    hp = {k: v for k, v in state.get("train_config", {}).items() if isinstance(v, (int, float, str, bool))}
+    with SummaryWriter(os.path.join(run_dir, "tb")) as tb:
+        for name, value in rows:
+            tb.add_scalar(name, value, step)
+        tb.add_scalar("eval/temperature", temperature, step)
+        zs = report["zero_shot"]
+        headline = {f"hparam/zero_shot_{label}_top1": max(r["top1"] for r in kinds.values()) for label, kinds in zs.items()}
+        tb.add_hparams(hp, headline or {"hparam/none": 0.0}, run_name="eval")
 
 
 def write_report(report: dict, path: str) -> None:

@@ -40,6 +40,10 @@ class ClapAudio(nn.Module):
         self.sample_rate = cfg.sample_rate
         self.out_dim = self.model.config.projection_dim
 
+    def save_pretrained(self, folder: str) -> None:
+        self.model.save_pretrained(folder)
+        self.features.save_pretrained(folder)
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         # CLAP's features are computed by its extractor (numpy); 'rand_trunc' keeps one channel, no fusion
         f = self.features(list(wav.detach().float().cpu().numpy()), sampling_rate=self.sample_rate,
@@ -57,6 +61,9 @@ class ClipImage(nn.Module):
         self.out_dim = self.model.config.projection_dim
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def save_pretrained(self, folder: str) -> None:
+        self.model.save_pretrained(folder)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         x = img * 0.25 + 0.5  # the loader's normalisation undone: [0, 1]
@@ -77,6 +84,12 @@ class HFText(nn.Module):
             self.model = AutoModel.from_pretrained(path, local_files_only=True)
             self.out_dim = self.model.config.hidden_size
         self.pad_id = cfg.pad_id
+        self.path = path
+
+    def save_pretrained(self, folder: str) -> None:
+        self.model.save_pretrained(folder)
+        from transformers import AutoTokenizer
+        AutoTokenizer.from_pretrained(self.path, local_files_only=True).save_pretrained(folder)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = (ids != self.pad_id).long()

@@ -8,63 +8,58 @@ equal 10 steps, a resume, and 10 more, weight for weight.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 import random
 import tarfile
 import time
-from dataclasses import asdict, dataclass, field
+import tempfile
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from bestiary.schemas.manifest import Manifest, check_audio
 from bestiary.training import distributed as dist
-from bestiary.training.data import DataConfig, make_loader, shard_urls
-from bestiary.training.encoders import ModelConfig, TriModal
+from bestiary.training import storage
+from bestiary.training.config import ModelConfig, TrainConfig  # noqa: F401 (TrainConfig: callers import it here)
+from bestiary.training.data import DataConfig, make_loader, read_manifest, shard_urls
+from bestiary.training.encoders import TriModal
 from bestiary.training.losses import taxonomy_targets, trimodal_loss
-from bestiary.training.tokenizer import Tokenizer
+from bestiary.training.tokenizer import SubwordTokenizer, Tokenizer
 from bestiary.training.traits import trait_loss
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    shards_dir: str
-    out_dir: str
-    steps: int = 300
-    batch_size: int = 32              # per rank, per micro-batch
-    accumulate: int = 1               # micro-batches per optimizer step
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup: int = 20
-    workers: int = 1
-    shuffle_buffer: int = 256         # samples; 0: read in shard order
-    seed: int = 0
-    image_size: int = 64
-    clip_seconds: float = 10.0
-    log_every: int = 10
-    checkpoint_every: int = 100
-    precision: str = "auto"           # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
-    augment: bool = True              # random crop, flip and caption kind; off: fixed, for exact comparisons
-    taxonomy_loss: bool = False       # AnimalCLAP: relatives (same genus 0.5, family 0.25) as soft positives
-    trait_loss: float = 0.0           # weight of the trait heads' auxiliary loss (0: no heads)
-    stage: str = "joint"              # BioVITA: "audio" = stage 1, audio onto a frozen image-text space; "joint" = 2
-    init: str | None = None           # start from this checkpoint's weights (stage 2 from stage 1, say)
-    log_keys: bool = False            # write the sample keys each rank trained on (keys-rank{r}.jsonl)
-    pair_weights: dict = field(default_factory=lambda: {"audio_text": 1.0, "audio_image": 1.0, "image_text": 1.0})
-    model: ModelConfig = ModelConfig()
-
-
-def captions_of(shards_dir: str, splits: tuple[str, ...] = ("train",)) -> list[str]:
-    """Every caption of every training sample (the tokenizer's corpus)."""
+def captions_of(shards: str, splits: tuple[str, ...] = ("train",)) -> list[str]:
+    """Every caption of every training sample: a tokenizer corpus for shards from a build that shipped none."""
     texts = []
-    for url in shard_urls(shards_dir, splits):
-        with tarfile.open(url) as tar:
+    for url in shard_urls(shards, splits):
+        with storage.open_url(url) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
             for m in tar:
                 if m.name.endswith(".json"):
                     texts += [c["text"] for c in json.loads(tar.extractfile(m).read())["captions"]]
     return texts
+
+
+def tokenizer_for(shards: str, manifest: Manifest, max_len: int = 32) -> SubwordTokenizer:
+    """The build's subword tokenizer, beside the manifest; for older shards, one trained on their captions
+    here (a full read of the training shards: it warns)."""
+    if manifest.tokenizer:
+        from bestiary.training.data import manifest_location
+        spec = storage.read_bytes(storage.sibling(manifest_location(shards), manifest.tokenizer)).decode()
+        return SubwordTokenizer(spec, max_len)
+    warnings.warn("these shards ship no tokenizer (an older build): training one on their captions", stacklevel=2)
+    from bestiary.captioning.vocabulary import train_subword, words
+    counts: dict[str, int] = {}
+    for text in captions_of(shards):
+        for w in words(text):
+            counts[w] = counts.get(w, 0) + 1
+    return SubwordTokenizer(train_subword(counts), max_len)
+
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -82,13 +77,20 @@ def seed_all(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+    """Every RNG's state as tensors and plain lists, so `torch.load` (weights_only) reads a checkpoint."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -101,11 +103,22 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_model(path: str, device: str = "cpu") -> tuple[TriModal, Tokenizer, dict]:
-    state = torch.load(path, map_location=device, weights_only=False)
+def read_checkpoint(path: str, device: str = "cpu") -> dict:
+    """A checkpoint from a path or URL; plain `torch.load` reads it too (tensors, numbers, strings, lists)."""
+    data = storage.read_bytes(path) if "://" in path else None
+    return torch.load(io.BytesIO(data) if data is not None else path, map_location=device, weights_only=True)
+
+
+def model_from_state(state: dict, device: str = "cpu") -> tuple[TriModal, object]:
     model = TriModal(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), Tokenizer.from_state(state["tokenizer"]), state
+    return model.to(device).eval(), Tokenizer.from_state(state["tokenizer"])
+
+
+def load_model(path: str, device: str = "cpu") -> tuple[TriModal, object, dict]:
+    state = read_checkpoint(path, device)
+    model, tok = model_from_state(state, device)
+    return model, tok, state
 
 
 def _pair_weights(cfg: TrainConfig) -> dict[tuple[str, str], float]:
@@ -115,9 +128,9 @@ def _pair_weights(cfg: TrainConfig) -> dict[tuple[str, str], float]:
 def segment_loader(cfg: TrainConfig, mcfg: ModelConfig, step: int):
     """The data stream for the segment that starts at `step` (its own seed: resume needs no cursor)."""
     segment = step // cfg.checkpoint_every
-    data = DataConfig(cfg.shards_dir, ("train",), cfg.batch_size, cfg.workers, int(cfg.clip_seconds * mcfg.sample_rate),
+    data = DataConfig(cfg.shards, ("train",), cfg.batch_size, cfg.workers, int(round(mcfg.clip_seconds * mcfg.sample_rate)),
                       cfg.image_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed * 100003 + segment,
-                      augment=cfg.augment)
+                      augment=cfg.augment, shard_cache=cfg.shard_cache, pin_memory=cfg.pin_memory)
     return iter(make_loader(data))
 
 
@@ -146,20 +159,28 @@ def freeze_for_stage(model: TriModal, stage: str) -> list[torch.nn.Parameter]:
 
 
 def setup_state(cfg: TrainConfig, resume: bool, device: str) -> tuple[TrainState, dict | None]:
-    ckpt_path = os.path.join(cfg.out_dir, "checkpoint.pt")
-    saved = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and os.path.exists(ckpt_path) else None
+    manifest = read_manifest(cfg.shards)
+    ckpt_path = run_path(cfg, "checkpoint.pt")
+    saved = read_checkpoint(ckpt_path) if resume and storage.exists(ckpt_path) else None
     if saved:
         tok = Tokenizer.from_state(saved["tokenizer"])
     elif cfg.model.text_encoder == "hf":
         from bestiary.training.pretrained import HFTokenizer
         tok = HFTokenizer(cfg.model.text_weights)
     else:
-        tok = Tokenizer.train(captions_of(cfg.shards_dir))
-    mcfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(tok.vocab), "max_len": tok.max_len,
-                          "trait_heads": cfg.trait_loss > 0, "pad_id": getattr(tok, "pad_id", 0)})
+        tok = tokenizer_for(cfg.shards, manifest)
+    mcfg = ModelConfig(**{**cfg.model.model_dump(), "vocab_size": len(tok.vocab), "max_len": tok.max_len,
+                          "trait_heads": cfg.trait_loss > 0, "pad_id": getattr(tok, "pad_id", 0),
+                          "sample_rate": manifest.sample_rate,
+                          "clip_seconds": cfg.clip_seconds or manifest.clip_seconds})
+    for other, where in ((saved, "the checkpoint to resume"),
+                         (read_checkpoint(cfg.init) if cfg.init and not saved else None, f"--init {cfg.init}")):
+        if other:
+            m = other["model_config"]
+            check_audio(m.get("sample_rate", 48000), m.get("clip_seconds", 10.0), manifest, where)
     model = TriModal(mcfg).to(device)
     if cfg.init and not saved:
-        model.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=False)["model"])
+        model.load_state_dict(read_checkpoint(cfg.init)["model"])
     trainable = freeze_for_stage(model, cfg.stage)
     decay = [p for p in trainable if p.ndim >= 2]
     no_decay = [p for p in trainable if p.ndim < 2]
@@ -174,12 +195,31 @@ def setup_state(cfg: TrainConfig, resume: bool, device: str) -> tuple[TrainState
     return st, saved
 
 
+def local_dir(cfg: TrainConfig) -> str:
+    """Where the run's files are written: `out` itself, or a local staging folder when `out` is s3://."""
+    if "://" not in cfg.out:
+        return cfg.out
+    import hashlib
+    return os.path.join(tempfile.gettempdir(), "bestiary-runs", hashlib.sha256(cfg.out.encode()).hexdigest()[:16])
+
+
+def run_path(cfg: TrainConfig, name: str) -> str:
+    return storage.join(cfg.out, name)
+
+
 def checkpoint(cfg: TrainConfig, st: TrainState) -> None:
     raw = st.model.module if hasattr(st.model, "module") else st.model
-    save_checkpoint(os.path.join(cfg.out_dir, "checkpoint.pt"), {
+    local = os.path.join(local_dir(cfg), "checkpoint.pt")
+    save_checkpoint(local, {
         "model": raw.state_dict(), "optimizer": st.opt.state_dict(), "step": st.step, "rng": rng_state(),
         "tokenizer": st.tok.state(), "model_config": st.mcfg.to_dict(),
-        "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"}})
+        "train_config": cfg.model_dump(mode="json", exclude={"model"})})
+    if "://" in cfg.out:  # a remote run folder gets the checkpoint and the log after each save
+        for name in ("checkpoint.pt", "log.csv"):
+            path = os.path.join(local_dir(cfg), name)
+            if os.path.exists(path):
+                with open(path, "rb") as fh:
+                    storage.write_bytes(run_path(cfg, name), fh.read())
 
 
 def train_step(cfg: TrainConfig, st: TrainState, loader, device: str, weights) -> tuple[float, dict, int, float]:
@@ -194,8 +234,8 @@ def train_step(cfg: TrainConfig, st: TrainState, loader, device: str, weights) -
         batch = next(loader)
         wait += time.perf_counter() - t0
         with autocast(cfg, device):
-            emb = {"audio": raw.encode_audio(batch["audio"].to(device)),
-                   "image": raw.encode_image(batch["image"].to(device)),
+            emb = {"audio": raw.encode_audio(batch["audio"].to(device, non_blocking=True)),
+                   "image": raw.encode_image(batch["image"].to(device, non_blocking=True)),
                    "text": raw.encode_text(st.tok.encode(batch["text"]).to(device))}
         emb = {k: v.float() for k, v in emb.items()}
         emb_local_audio = emb["audio"]
@@ -213,7 +253,7 @@ def train_step(cfg: TrainConfig, st: TrainState, loader, device: str, weights) -
         total += loss.item() / cfg.accumulate
         seen += len(batch["text"])
         if cfg.log_keys:
-            with open(os.path.join(cfg.out_dir, f"keys-rank{dist.rank()}.jsonl"), "a") as fh:
+            with open(os.path.join(local_dir(cfg), f"keys-rank{dist.rank()}.jsonl"), "a") as fh:
                 fh.write(json.dumps({"step": st.step, "keys": batch["key"], "loss": loss.item()}) + "\n")
     dist.average_gradients(raw)
     torch.nn.utils.clip_grad_norm_([p for p in raw.parameters() if p.requires_grad], 1.0)
@@ -224,7 +264,7 @@ def train_step(cfg: TrainConfig, st: TrainState, loader, device: str, weights) -
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
     """Train to `cfg.steps` (or stop early at `stop_at`, for tests of resume)."""
-    os.makedirs(cfg.out_dir, exist_ok=True)
+    os.makedirs(local_dir(cfg), exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     seed_all(cfg.seed)
     st, saved = setup_state(cfg, resume, device)
@@ -243,8 +283,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at
         history.append(loss)
         if (st.step % cfg.log_every == 0 or st.step == end) and dist.is_main():
             rate, share = seen * dist.world_size() / (wait + busy), wait / (wait + busy)
+            raw = st.model.module if hasattr(st.model, "module") else st.model
             log.write([st.step, loss] + [parts.get(k, float("nan")) for k in ("audio_text", "audio_image", "image_text", "traits")]
-                      + [lr_at(st.step - 1, cfg), rate, share])
+                      + [lr_at(st.step - 1, cfg), rate, share, float(1 / raw.logit_scale.detach().exp())])
             bar.set_postfix(loss=f"{loss:.3f}", sps=f"{rate:.1f}", wait=f"{share:.0%}")
             wait = busy = 0.0
             seen = 0
@@ -258,10 +299,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at
     log.close()
     return {"steps": st.step, "first_loss": history[0] if history else None,
             "last_loss": float(np.mean(history[-10:])) if history else None,
-            "checkpoint": os.path.join(cfg.out_dir, "checkpoint.pt"), "losses": history}
+            "checkpoint": run_path(cfg, "checkpoint.pt"), "losses": history}
 
 
-COLUMNS = ["step", "loss", "audio_text", "audio_image", "image_text", "traits", "lr", "samples_per_s", "data_wait"]
+COLUMNS = ["step", "loss", "audio_text", "audio_image", "image_text", "traits", "lr", "samples_per_s", "data_wait",
+           "temperature"]
 
 
 class RunLog:
@@ -271,14 +313,14 @@ class RunLog:
         self.active = dist.is_main()
         if not self.active:
             return
-        path = os.path.join(cfg.out_dir, "log.csv")
+        path = os.path.join(local_dir(cfg), "log.csv")
         fresh = not (append and os.path.exists(path))
         self.fh = open(path, "w" if fresh else "a", newline="")
         self.csv = csv.writer(self.fh)
         if fresh:
             self.csv.writerow(COLUMNS)
         from torch.utils.tensorboard import SummaryWriter
-        self.tb = SummaryWriter(os.path.join(cfg.out_dir, "tb"))
+        self.tb = SummaryWriter(os.path.join(local_dir(cfg), "tb"))
 
     def write(self, values: list) -> None:
         if not self.active:
