@@ -6,7 +6,7 @@ DEMO_PORT ?= 8765
 DEMO_OUT ?= demo_out
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup browser demo test test-all bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,16 +17,24 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+# The browser test drives Debian's chromium; installed here when this machine can (root with apt-get).
+CAN_APT := $(shell command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && echo 1)
+browser:
+ifeq ($(CAN_APT),1)
+	@command -v chromium >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+	  || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)
+endif
+
+setup: $(VENV)/.installed browser
 
 demo: setup
 	DEMO_PORT=$(DEMO_PORT) DEMO_OUT=$(DEMO_OUT) bash scripts/demo.sh
 
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	BESTIARY_REQUIRE_BROWSER=$(CAN_APT) $(BIN)/python -m pytest -q -m "not slow"
 
 test-all: setup
-	$(BIN)/python -m pytest -q
+	BESTIARY_REQUIRE_BROWSER=$(CAN_APT) $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

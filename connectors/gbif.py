@@ -83,7 +83,7 @@ def normalize_occurrence(occ: dict) -> list[dict]:
         source=SOURCE, observation_id=f"{SOURCE}:{key}",
         scientific_name=blank_to_none(occ.get("species")) or blank_to_none(occ.get("scientificName")),
         common_name=blank_to_none(occ.get("vernacularName")),
-        taxon_id=str(occ.get("speciesKey") or occ.get("taxonKey") or "") or None,
+        source_taxon_id=str(occ.get("speciesKey") or occ.get("taxonKey") or "") or None,
         recordist=blank_to_none(occ.get("recordedBy")), lat=lat, lon=lon, country=blank_to_none(occ.get("countryCode")),
         recorded_on=parse_date(occ.get("eventDate")), remarks=blank_to_none(occ.get("occurrenceRemarks")),
         updated_at=blank_to_none(occ.get("lastInterpreted")), mirror_of=mirror_of(occ),

@@ -46,7 +46,7 @@ def normalize_photo(photo: dict, obs: dict | None, taxon: dict | None, observer:
         observation_id=f"{SOURCE}:uuid-{photo['observation_uuid']}", media_type="image",
         media_url=photo_url(photo["photo_id"], photo["extension"], base=base), media_format=photo["extension"],
         scientific_name=blank_to_none((taxon or {}).get("name")),
-        taxon_id=blank_to_none(obs.get("taxon_id")), license=normalize_license(photo.get("license")),
+        source_taxon_id=blank_to_none(obs.get("taxon_id")), license=normalize_license(photo.get("license")),
         attribution=f"(c) {who or 'unknown'}, iNaturalist", recordist=who, lat=lat, lon=lon,
         recorded_on=parse_date(obs.get("observed_on")), quality=blank_to_none(obs.get("quality_grade")),
         raw=json.dumps({"photo": photo, "observation": obs, "taxon": taxon}, sort_keys=True),

@@ -53,7 +53,7 @@ def normalize(obs: dict) -> list[dict]:
         source=SOURCE, observation_id=f"{SOURCE}:{oid}",
         scientific_name=blank_to_none(taxon.get("name")),
         common_name=blank_to_none(taxon.get("preferred_common_name")),
-        taxon_id=str(taxon["id"]) if taxon.get("id") is not None else None,
+        source_taxon_id=str(taxon["id"]) if taxon.get("id") is not None else None,
         recordist=blank_to_none(user.get("name")) or blank_to_none(user.get("login")),
         lat=lat, lon=lon, country=None,
         recorded_on=parse_date(obs.get("observed_on")),

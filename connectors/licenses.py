@@ -43,3 +43,35 @@ def normalize_license(value: str | None) -> str:
 def license_allowed(spdx: str, allow: list[str]) -> bool:
     """Whether an SPDX-style id matches one of the allow patterns (`CC-BY-*` style globs)."""
     return spdx != "unknown" and any(fnmatch.fnmatchcase(spdx, pat) for pat in allow)
+
+
+def no_derivatives(spdx: str) -> bool:
+    """ND licences allow sharing only unchanged copies; clips cut, resampled and re-encoded are adaptations."""
+    return spdx.startswith("CC-") and "ND" in spdx.split("-")
+
+
+def license_url(spdx: str) -> str | None:
+    """The deed of an SPDX-style Creative Commons id (None for `unknown`)."""
+    if spdx == "CC0-1.0":
+        return "https://creativecommons.org/publicdomain/zero/1.0/"
+    if spdx == "PDM-1.0":
+        return "https://creativecommons.org/publicdomain/mark/1.0/"
+    m = re.fullmatch(r"CC-((?:BY|NC|SA|ND)(?:-(?:BY|NC|SA|ND))*)-(\d\.\d)", spdx or "")
+    if not m:
+        return None
+    return f"https://creativecommons.org/licenses/{m.group(1).lower()}/{m.group(2)}/"
+
+
+def pair_license(a: str, b: str | None) -> str:
+    """The licence a sample of two works (audio and image) can be used under: every condition of either
+    (BY, NC, SA, ND), at the later version; a public-domain work adds none; unknown with anything is unknown."""
+    if b is None or b == a:
+        return a
+    if "unknown" in (a, b):
+        return "unknown"
+    free = {"CC0-1.0", "PDM-1.0"}
+    if a in free or b in free:
+        return b if a in free else a
+    pa_, pb = a.split("-"), b.split("-")
+    parts = [p for p in ("BY", "NC", "SA", "ND") if p in pa_[1:-1] or p in pb[1:-1]]
+    return "CC-" + "-".join(parts) + "-" + max(pa_[-1], pb[-1])

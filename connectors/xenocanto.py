@@ -39,7 +39,7 @@ def normalize(rec: dict) -> list[dict]:
         media_format=(blank_to_none(rec.get("file-name")) or "").rsplit(".", 1)[-1].lower() or None,
         scientific_name=" ".join(p for p in (gen, sp, ssp) if p) or None,
         common_name=blank_to_none(rec.get("en")),
-        taxon_id=None,
+        source_taxon_id=None,
         license=normalize_license(rec.get("lic")), license_url=absolute_url(rec.get("lic")),
         attribution=f"{blank_to_none(rec.get('rec')) or 'unknown'}, xeno-canto.org/{sid}",
         recordist=blank_to_none(rec.get("rec")), lat=lat, lon=lon,

@@ -14,6 +14,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from bestiary.media.quiet import quiet_native_stderr
+
 HOP_SECONDS = 0.25          # envelope resolution
 BLOCK_SECONDS = 30.0        # streaming block size
 
@@ -262,11 +264,12 @@ def make_clips(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_c
 
     Raises AudioError with a reason code when the recording as a whole is unusable.
     """
-    src = _Source(data)
-    info = src.info
-    check_recording(info, min_source_rate, min_seconds)
-    return info, clips_from(src.read, info, energy_envelope(src), rate, clip_seconds, max_clips, silence_db,
-                            max_clipped)
+    with quiet_native_stderr():
+        src = _Source(data)
+        info = src.info
+        check_recording(info, min_source_rate, min_seconds)
+        return info, clips_from(src.read, info, energy_envelope(src), rate, clip_seconds, max_clips, silence_db,
+                                max_clipped)
 
 
 KEEP_SAMPLES = 16_000_000   # decoded samples kept for the clips after the one pass (64 MB); longer: seek again
@@ -286,6 +289,12 @@ def analyze_audio(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, ma
                   declared_seconds: float | None = None) -> Analysis:
     """Decode once: the PCM hash, the spectral fingerprint and the energy envelope in one streaming pass,
     then the clips from the samples kept (recordings up to KEEP_SAMPLES) or by seeking (longer ones)."""
+    with quiet_native_stderr():
+        return _analyze(data, rate, clip_seconds, max_clips, min_seconds, min_source_rate, declared_seconds)
+
+
+def _analyze(data: bytes, rate: int, clip_seconds: float, max_clips: int, min_seconds: float,
+             min_source_rate: int, declared_seconds: float | None) -> Analysis:
     from bestiary.media.fingerprints import Fingerprinter
 
     src = _Source(data)
@@ -318,11 +327,12 @@ def fingerprint_audio(data: bytes) -> tuple[AudioInfo, str, np.ndarray]:
     """Stream a recording once: its info, the sha256 of its 16-bit mono PCM, and its frame codes."""
     from bestiary.media.fingerprints import Fingerprinter
 
-    src = _Source(data)
-    fp = Fingerprinter(src.info.sample_rate)
-    for block in src.blocks(int(5 * src.info.sample_rate)):  # short blocks: the FFT frames overlap 8x
-        fp.update(block)
-    sha, codes = fp.result()
+    with quiet_native_stderr():
+        src = _Source(data)
+        fp = Fingerprinter(src.info.sample_rate)
+        for block in src.blocks(int(5 * src.info.sample_rate)):  # short blocks: the FFT frames overlap 8x
+            fp.update(block)
+        sha, codes = fp.result()
     return src.info, sha, codes
 
 

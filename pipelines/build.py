@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import requests
 
 from bestiary.connectors.http import USER_AGENT, Pacer, policy_from, rate_for
-from bestiary.pipelines import io
+from bestiary.pipelines import io, progress
 from bestiary.pipelines.caption import OUTPUTS as CAPTION_OUTPUTS
 from bestiary.pipelines.caption import Caption
 from bestiary.pipelines.context import RunContext
@@ -208,10 +208,33 @@ def run_stage(ctx: RunContext, stage: str, force: bool = False) -> bool:
     _needs(ctx, stage)
     t0 = time.time()
     log.info("stage %s: running", stage)
-    RUNNERS[stage](ctx)
+    with progress.stage(stage) as line:
+        RUNNERS[stage](ctx)
+        line["summary"] = stage_summary(ctx, stage, time.time() - t0)
     io.write_json(_done_path(ctx.cfg, stage), {"fingerprint": stage_fingerprint(ctx.cfg, stage)})
     log.info("stage %s: done in %.1f s", stage, time.time() - t0)
     return True
+
+
+def stage_summary(ctx: RunContext, stage: str, seconds: float) -> str:
+    """One line of counts for a finished stage, from the stats it wrote."""
+    def stats(name: str) -> dict:
+        path = ctx.path("work", f"stats-{name}.json")
+        return io.read_json(path) if io.exists(path) else {}
+    if stage == "crawl":
+        c = stats("crawl")
+        return (f"{progress.rate(c.get('catalog_rows', 0), seconds, 'catalog rows')} from {c.get('pages', 0)} pages: "
+                f"{c.get('audio_items', 0)} audio, {c.get('image_items', 0)} images, {c.get('rejects', 0)} rejects"
+                + (f", {len(c['partitions_failed'])} partitions failed" if c.get("partitions_failed") else ""))
+    if stage == "enrich":
+        e = stats("enrich")
+        return f"{progress.rate(e.get('records', 0), seconds, 'records')} -> {e.get('species', 0)} species"
+    if stage == "caption":
+        return progress.rate(stats("caption").get("captions", 0), seconds, "captions")
+    p = stats("plan")
+    samples = sum(sm.get("samples", 0) for sm in shard_summaries(ctx))
+    return (f"{progress.rate(p.get('recordings_planned', 0), seconds, 'recordings')} -> {samples:,} samples; "
+            f"{p.get('rejects', 0)} rejects")
 
 
 def run_one(cfg: BuildConfig, stage: str) -> None:
@@ -293,9 +316,14 @@ def finalize(ctx: RunContext) -> dict:
     dead = tombstones(ctx)
     dead_file = ctx.path("work", "tombstones.json")
     io.write_json(dead_file, dead)
-    with pipeline(ctx.cfg.runner, "finalize", ctx.out) as p:
-        _ = p | "finalize" >> Finalize(ctx, dead_file)
-    summary = io.read_json(ctx.path("work", "finalize.json"))
+    io.clear(ctx.path("work", "attribution"))
+    with progress.stage("finalize") as line:
+        with pipeline(ctx.cfg.runner, "finalize", ctx.out) as p:
+            _ = p | "finalize" >> Finalize(ctx, dead_file)
+        summary = io.read_json(ctx.path("work", "finalize.json"))
+        acc = accounting(summary["audio"])
+        line["summary"] = (f"{acc['records_crawled']:,} audio records: {acc['recordings_in_samples']:,} in samples, "
+                           f"{acc['records_rejected']:,} rejected; balanced: {acc['balanced']}")
     if summary["leak_count"]:
         raise LeakError(f"{summary['leak_count']} leak(s) across splits, e.g. {'; '.join(summary['leaks'][:3])}")
     shards = shard_summaries(ctx)
@@ -311,9 +339,14 @@ def finalize(ctx: RunContext) -> dict:
     io.clear(ctx.path("state", "index"))
     for part in io.parts(ctx.path("work", "index")):
         io.rename(part, ctx.path("state", "index", io.basename(part)))
+    io.clear(ctx.path("attribution"))   # who made every published work, and its licence
+    for part in io.parts(ctx.path("work", "attribution")):
+        io.rename(part, ctx.path("attribution", io.basename(part)))
     io.write_json(ctx.path("work", "shaping.json"), {s: ctx.cfg.fingerprint(s) for s in SHAPING})
     from bestiary.pipelines.card import write_card
+    from bestiary.pipelines.croissant import write_croissant
     write_card(ctx.cfg, manifest, stats, summary["card"])
+    write_croissant(ctx.cfg, manifest, sorted(k.split("|", 1)[1] for k in summary["card"] if k.startswith("licence|")))
     return stats
 
 

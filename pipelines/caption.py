@@ -47,7 +47,7 @@ def caption_row(rec: dict, taxon: dict, default_kind: str, llm: dict | None = No
                      **({"reason": status} if not llm["text"] else {})})
     by_kind = {c["kind"]: c["text"] for c in caps}
     default = by_kind.get(default_kind, by_kind[LLM_FALLBACK_KIND])  # "llm" without an LLM: its fallback
-    return {"key": rec["key"], "default": default, "captions": json.dumps(caps, ensure_ascii=False),
+    return {"key": rec["key"], "default": default, "captions": caps,
             "llm_status": status, "llm_requests": llm["requests"] if llm else 0,
             "prompt_tokens": llm["prompt_tokens"] if llm else 0,
             "completion_tokens": llm["completion_tokens"] if llm else 0}
@@ -172,8 +172,8 @@ class Caption(beam.PTransform):
         words = (({"cap": caps | "cap by key" >> beam.Map(lambda c: (c["key"], c["captions"])),
                    "seen": seen_keys | "seen by key" >> beam.Map(lambda k: (k, 1))}
                   | "seen join" >> beam.CoGroupByKey()
-                  | "words" >> beam.FlatMap(lambda kv: [w for caps_json in kv[1]["cap"] if kv[1]["seen"]
-                                                        for c in json.loads(caps_json) for w in words_of(c["text"])]))
+                  | "words" >> beam.FlatMap(lambda kv: [w for caps_ in kv[1]["cap"] if kv[1]["seen"]
+                                                        for c in caps_ for w in words_of(c["text"])]))
                  | "word pairs" >> beam.Map(lambda w: (w, 1)) | "word counts" >> beam.CombinePerKey(sum)
                  | "word dict" >> beam.combiners.ToDict())
         _ = words | "write words" >> beam.Map(lambda d: io.write_json(ctx.path("work", "caption-words.json"), d))

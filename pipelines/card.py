@@ -1,4 +1,5 @@
-"""The dataset card: OUT/README.md with counts per split, species, hours, licences and sources."""
+"""The dataset card: OUT/README.md, a Hugging Face Hub card (YAML front matter: licences, tasks, size, the
+splits' files and features) with counts per split, species, hours, licences, attribution, sources, a citation."""
 from __future__ import annotations
 
 import io as _io
@@ -90,17 +91,80 @@ def _taxonomy(enrich: dict) -> str:
     return "\n\n".join(parts)
 
 
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+ARCHIVES = {"xeno-canto": "Xeno-canto (https://xeno-canto.org)", "inaturalist": "iNaturalist (https://www.inaturalist.org)",
+            "macaulay": "the Macaulay Library at the Cornell Lab of Ornithology (https://www.macaulaylibrary.org)",
+            "gbif": "GBIF.org (https://www.gbif.org): cite the occurrence download's DOI"}
+
+
+def size_category(n: int) -> str:
+    return next((name for top, name in SIZE_CATEGORIES if n < top), "n>100M")
+
+
+def card_data(cfg: BuildConfig, manifest: dict, card: dict):
+    """The Hub card's YAML: licences of what was published, tasks, size, and `configs` + features so that
+    `datasets.load_dataset(OUT)` yields the splits with audio kept as FLAC bytes."""
+    from huggingface_hub import DatasetCardData
+    from bestiary.schemas.sample import hf_yaml_features
+    published = sorted(k.lower() for k in _part(card, "licence") if k != "unknown")
+    splits = manifest["splits"]
+    total = sum(v["samples"] for v in splits.values())
+    return DatasetCardData(
+        pretty_name=f"bestiary {io.basename(cfg.out.rstrip('/')) or 'dataset'}",
+        license=published or ["other"], task_categories=["audio-classification", "zero-shot-classification",
+                                                         "image-classification", "feature-extraction"],
+        size_categories=[size_category(total)], tags=["bioacoustics", "biodiversity", "webdataset", "bestiary"],
+        configs=[{"config_name": "default",
+                  "data_files": [{"split": s, "path": f"shards/{s}-*.tar"} for s in sorted(splits)]}],
+        dataset_info={"features": hf_yaml_features(),
+                      "splits": [{"name": s, "num_examples": v["samples"], "num_bytes": v["bytes"]}
+                                 for s, v in sorted(splits.items())]})
+
+
+def _citation(cfg: BuildConfig, manifest: dict) -> str:
+    fp = manifest["config_fingerprint"]
+    sources = sorted({next((a for a in ARCHIVES if s.name.startswith(a)), s.name) for s in cfg.sources})
+    cite = [ARCHIVES[s] for s in sources if s in ARCHIVES]
+    from bestiary import __version__
+    return ("```bibtex\n"
+            f"@misc{{bestiary_{fp[:12]},\n"
+            f"  title        = {{A tri-modal (sound, image, text) animal dataset built with bestiary}},\n"
+            f"  howpublished = {{bestiary {__version__}, config fingerprint {fp}}},\n"
+            f"  note         = {{Recordings and images from {', '.join(sources)}; see attribution/}}\n"
+            "}\n```\n\n" + ("Cite the archives too: " + "; ".join(cite) + "." if cite else ""))
+
+
+def _load_snippets(manifest: dict) -> str:
+    train = sorted(s["file"] for s in manifest["shards"] if s["split"] == "train")
+    pattern = train[0] if len(train) == 1 else "{" + ",".join(train) + "}" if train else "train-*.tar"
+    return ("With Hugging Face `datasets` (this card's `configs` name the splits and the features; audio stays "
+            "FLAC bytes, decode it with soundfile):\n\n```python\nfrom datasets import load_dataset\n"
+            "import io, soundfile as sf\n\nds = load_dataset(\"OUT\")                 # train, val, test, unseen\n"
+            "x = ds[\"train\"][0]\nwave, rate = sf.read(io.BytesIO(x[\"flac\"]))\n"
+            "print(x[\"json\"][\"taxon\"][\"accepted_name\"], x[\"txt\"])\n```\n\n"
+            "With webdataset:\n\n```python\nimport webdataset as wds\n\n"
+            f"ds = wds.WebDataset(\"OUT/shards/{pattern}\", shardshuffle=False).decode()\n"
+            "for sample in ds:\n    sample[\"flac\"], sample[\"jpg\"], sample[\"json\"], sample[\"txt\"]\n```\n\n"
+            "After incremental runs, samples listed in `shards/manifest.json` under `deleted` are superseded; "
+            "bestiary's loader skips them, `load_dataset` does not.")
+
+
 def write_card(cfg: BuildConfig, manifest: dict, stats: dict, card: dict) -> str:
+    from huggingface_hub import DatasetCard
     plots = _plots(cfg, card, stats)
     acc = stats["accounting"]
     licences = _part(card, "crawled_licence")
+    published = _part(card, "licence")
     sources = _part(card, "source")
+    people = _part(card, "people")
     splits = manifest["splits"]
-    text = "\n\n".join([
+    body = "\n\n".join([
         "# bestiary dataset card",
         f"Built by bestiary from {len(cfg.sources)} source(s); config fingerprint `{manifest['config_fingerprint']}`. "
         f"Samples are {cfg.media.clip_seconds:g} s mono FLAC clips at {cfg.media.sample_rate} Hz, each with a paired "
         "JPEG image, a caption and a JSON record (licence and attribution included).",
+        "## Loading\n" + _load_snippets(manifest),
         "## Splits\n" + _table(["split", "shards", "samples", "species", "MB"],
                                [[k, v["shards"], v["samples"], len(v["species"]), round(v["bytes"] / 1e6, 1)]
                                 for k, v in splits.items()]),
@@ -113,9 +177,24 @@ def write_card(cfg: BuildConfig, manifest: dict, stats: dict, card: dict) -> str
             ["images unused", stats["images"]["unused"]], ["images rejected", stats["images"]["rejected"]]]),
         "## Rejects by reason\n" + _table(["stage/reason", "count"], [[k, v] for k, v in stats["rejects_by_reason"].items()]),
         "## Taxonomy\n" + _taxonomy(stats.get("enrich", {})),
-        "## Licences of crawled audio\n" + _table(["licence", "records"], sorted(licences.items())),
+        "## Licences\nEach sample's `license` is the pair's: every condition of its audio's and its image's "
+        "licences (both are in the sample's json with their URLs). No-Derivatives works are not published "
+        "(clips are adaptations) unless the config opts in with the rights holders' permission.\n\n"
+        + _table(["licence of published recordings (with their image)", "recordings"], sorted(published.items()))
+        + "\n\n" + _table(["licence of crawled audio", "records"], sorted(licences.items())),
+        "## Attribution\nEvery recordist and photographer of a published work, with the work, its source and its "
+        "licence, is in `attribution/` (Parquet; e.g. `duckdb -c \"select person, role, count(*) from "
+        "'attribution/*.parquet' group by all\"`): "
+        + ", ".join(f"{n} {role}s" for role, n in sorted(people.items())) + ".",
+        "## Pairing\nHow each published recording's image was chosen (`same_observation`: the recording's own "
+        "observation; otherwise another observation of the species in the same split):\n\n"
+        + _table(["pairing", "recordings"], sorted(_part(card, "pairing").items())),
         "## Sources\n" + _table(["source", "audio records"], sorted(sources.items())),
         "## Plots\n" + "\n".join(f"![{p[:-4].replace('_', ' ')}](card/{p})" for p in plots),
+        "## Citation\n" + _citation(cfg, manifest),
     ]) + "\n"
+    text = str(DatasetCard(f"---\n{card_data(cfg, manifest, card).to_yaml()}\n---\n\n{body}"))
+    if not text.endswith("\n"):
+        text += "\n"
     io.write_bytes(io.join(cfg.out, "README.md"), text.encode())
     return text

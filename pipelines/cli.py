@@ -1,4 +1,5 @@
-"""The `bestiary` command line: serve-sample, crawl, enrich, caption, shard, build, verify, train, eval.
+"""The `bestiary` command line: serve-sample, crawl, enrich, caption, shard, build, verify, train, eval,
+export, embed, classify, index, search, explore.
 
 Configuration problems stop the command before any work, with one line and
 exit code 2.
@@ -15,6 +16,7 @@ import sys
 from bestiary import __version__
 from bestiary.pipelines.errors import LeakError
 from bestiary.schemas.config import ConfigError, load_config, parse_config
+from bestiary.search.index import SearchError
 
 EXIT_CONFIG = 2
 
@@ -154,7 +156,7 @@ def cmd_train(a) -> int:
     cfg = train_config(a)
     info = dist.init_from_env()
     try:
-        result = train(cfg, resume=a.resume)
+        result = train(cfg, resume=a.resume, progress=progress_on())
     except AudioMismatch as err:
         raise ConfigError(str(err)) from None
     if info["world_size"] > 1:  # leave the group cleanly, then exit before gloo's teardown can hang
@@ -197,11 +199,12 @@ def cmd_export(a) -> int:
 
 
 def cmd_embed(a) -> int:
+    from bestiary.pipelines import progress
     from bestiary.training.inference import embed_files, list_media, write_embeddings
     files = list_media(a.input)
     if not files:
         raise ConfigError(f"no audio or image files under {a.input}")
-    rows, errors = embed_files(a.checkpoint, files)
+    rows, errors = embed_files(a.checkpoint, progress.bar(files, len(files), "embed", "file"))
     write_embeddings(rows, a.out)
     print(f"{len(rows)} embeddings -> {a.out}" + (f"; {len(errors)} unreadable: " + ", ".join(
         f"{e['path']} ({e['reason']})" for e in errors[:5]) if errors else ""))
@@ -209,11 +212,28 @@ def cmd_embed(a) -> int:
 
 
 def cmd_classify(a) -> int:
-    from bestiary.training.inference import classify, list_media
-    species = a.species.split(",") if a.species else open(a.species_file).read().splitlines()
-    if len([s for s in species if s.strip()]) < 2:
+    from bestiary.training.inference import Model, list_media
+    if a.species:
+        species = a.species.split(",")
+    elif a.species_file:
+        if not os.path.isfile(a.species_file):
+            raise ConfigError(f"no such species file: {a.species_file}")
+        with open(a.species_file, encoding="utf-8") as fh:
+            species = fh.read().splitlines()
+    else:
+        raise ConfigError("classify needs the species to rank: --species A,B or --species-file FILE")
+    species = [s.strip() for s in species if s.strip()]
+    if len(species) < 2:
         raise ConfigError("classify needs at least two species (--species A,B or --species-file)")
-    results, errors = classify(a.checkpoint, list_media(a.input), species, a.text_kind, a.top)
+    if not os.path.exists(a.input):
+        raise ConfigError(f"no such file or folder: {a.input}")
+    files = list_media(a.input)
+    if not files:
+        raise ConfigError(f"no audio files under {a.input}")
+    model = Model.load(a.checkpoint)
+    for name, why in model.unknown_names(species).items():
+        print(f"bestiary: warning: {name!r} is {why}; its score means little", file=sys.stderr)
+    results, errors = model.classify(files, species, a.text_kind, a.top)
     if a.out:
         with open(a.out, "w") as fh:
             json.dump(results, fh, indent=2)
@@ -222,6 +242,59 @@ def cmd_classify(a) -> int:
         print(f"{r['path']}\t{best}")
     for e in errors:
         print(f"{e['path']}\tunreadable: {e['reason']}", file=sys.stderr)
+    return 0
+
+
+def progress_on() -> bool:
+    from bestiary.pipelines import progress
+    return progress.ENABLED
+
+
+def cmd_index(a) -> int:
+    from bestiary.search.index import Index, SearchError, audio_files
+    if bool(a.shards) == bool(a.input):
+        raise SearchError("index wants --shards OUT/shards or --input FOLDER (one of them)")
+    index = Index.create(a.out, a.checkpoint, a.window, a.hop)
+    if a.input:
+        files = audio_files(a.input)
+        if not files:
+            raise SearchError(f"no audio files under {a.input}")
+        r = index.add_files(files, batch=a.batch, progress=progress_on())
+        what = f"{r['files']} files embedded, {r['skipped']} unchanged"
+    else:
+        r = index.add_shards(a.shards, batch=a.batch, progress=progress_on())
+        what = f"{r['shards']} shards embedded"
+    print(f"{a.out}: {what}, {r['windows']} new windows; {len(index)} windows in all")
+    for e in r["errors"]:
+        print(f"{e['path']}\tunreadable: {e['reason']}", file=sys.stderr)
+    return 0
+
+
+def cmd_search(a) -> int:
+    from bestiary.search.index import Index, SearchError, parse_bbox
+    if not a.text and not a.audio:
+        raise SearchError("search wants a text, --audio FILE, or both")
+    if a.audio and not os.path.isfile(a.audio):
+        raise SearchError(f"no such audio file: {a.audio}")
+    index = Index.open(a.index)
+    hits = index.search(text=a.text, audio=a.audio, top=a.top, species=a.species, since=a.since,
+                        bbox=parse_bbox(a.bbox) if a.bbox else None)
+    if a.json:
+        print(json.dumps(hits, indent=2, default=str))
+        return 0
+    print(f"{'rank':>4} {'score':>7} {'offset':>8} {'sec':>5}  {'species':<24} where")
+    for h in hits:
+        where = h["path"] + (f" [{h['sample_key']}]" if h.get("sample_key") else "")
+        print(f"{h['rank']:>4} {h['score']:7.3f} {h['offset_s']:8.1f} {h['seconds']:5.1f}  "
+              f"{(h['species'] or '-')[:24]:<24} {where}")
+    if not hits:
+        print("no windows match", file=sys.stderr)
+    return 0
+
+
+def cmd_explore(a) -> int:
+    from bestiary.search.explore import serve
+    serve(a.out, a.index, a.host, a.port, a.checkpoint)
     return 0
 
 
@@ -235,6 +308,7 @@ def parser() -> argparse.ArgumentParser:
                                 "public archives, and contrastive models trained on them.")
     p.add_argument("--version", action="version", version=f"bestiary {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log each stage")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve-sample", help="serve the bundled sample archive (Xeno-canto, iNaturalist, "
@@ -357,11 +431,43 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--out", help="write the rankings as JSON here")
     k.set_defaults(fn=cmd_classify)
 
+    ix = sub.add_parser("index", help="embed windows of every recording (a folder, or a dataset's shards) into "
+                        "a vector index; a rerun embeds only what is new")
+    ix.add_argument("--checkpoint", required=True, help="checkpoint.pt or an export folder")
+    ix.add_argument("--shards", help="a built dataset's shards (OUT/shards or a URL)")
+    ix.add_argument("--input", help="an audio file or a folder of them (searched recursively)")
+    ix.add_argument("--out", required=True, help="the index folder (created, or added to)")
+    ix.add_argument("--window", type=float, help="window seconds (default: the model's clip length)")
+    ix.add_argument("--hop", type=float, help="hop seconds (default: half the window)")
+    ix.add_argument("--batch", type=int, default=32, help="windows per forward pass")
+    ix.set_defaults(fn=cmd_index)
+
+    q = sub.add_parser("search", help="the windows of an index that best match a text, an audio example, or both")
+    q.add_argument("index", help="an index folder (`bestiary index`)")
+    q.add_argument("text", nargs="?", help="free text, e.g. \"owl hooting at night\"")
+    q.add_argument("--audio", help="an example recording (its most salient clip is the query)")
+    q.add_argument("--top", type=int, default=10)
+    q.add_argument("--species", nargs="+", help="only windows of these species (scientific or common names)")
+    q.add_argument("--since", help="only windows recorded on or after this date (YYYY[-MM[-DD]])")
+    q.add_argument("--bbox", help="only windows recorded inside W,S,E,N (degrees)")
+    q.add_argument("--json", action="store_true", help="JSON rows instead of a table")
+    q.set_defaults(fn=cmd_search)
+
+    ex = sub.add_parser("explore", help="a local web page to browse a built dataset and search its index")
+    ex.add_argument("out", help="a build's output folder")
+    ex.add_argument("--index", help="an index folder, to search from the page")
+    ex.add_argument("--checkpoint", help="the model for text queries (default: the index's own)")
+    ex.add_argument("--host", default="127.0.0.1")
+    ex.add_argument("--port", type=int, default=8765)
+    ex.set_defaults(fn=cmd_explore)
+
     e = sub.add_parser("eval", help="zero-shot species and retrieval benchmarks, with chance levels")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--shards", required=True)
     e.add_argument("--out", help="write the report as JSON here")
     e.set_defaults(fn=cmd_eval)
+    for command in sub.choices.values():   # `bestiary -q build` and `bestiary build ... -q` alike
+        command.add_argument("-q", "--quiet", dest="quiet_here", action="store_true", help="no progress on stderr")
     return p
 
 
@@ -372,11 +478,16 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:  # Beam warns about Google Cloud clients we never use
         handler.addFilter(lambda rec: not str(rec.msg).startswith("apitools not found"))
     try:
+        from bestiary.pipelines import progress
+        progress.enable(not (args.quiet or args.quiet_here))
         return args.fn(args)
     except ConfigError as err:
         print(f"bestiary: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except FileNotFoundError as err:
+        print(f"bestiary: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SearchError as err:
         print(f"bestiary: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except LeakError as err:

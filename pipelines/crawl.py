@@ -27,7 +27,7 @@ from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.hosts import HostWork, host_slot
 from bestiary.pipelines.killpoints import killpoint
 from bestiary.pipelines.tables import WriteTable, part_name, sort_rows, write_part
-from bestiary.schemas.records import CATALOG_SCHEMA, REJECT_SCHEMA, reject
+from bestiary.schemas.records import CATALOG_SCHEMA, REJECT_SCHEMA, reject, typed_catalog_row
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
@@ -297,7 +297,8 @@ class WriteCatalogPart(beam.DoFn):
         for media, folder in (("audio", "recordings"), ("image", "images")):
             chosen = sort_rows([r for r in rows if r["media_type"] == media], ("key",))
             if chosen:
-                write_part(self.ctx.path("catalog", folder, name), chosen, CATALOG_SCHEMA)
+                write_part(self.ctx.path("catalog", folder, name), [typed_catalog_row(r) for r in chosen],
+                           CATALOG_SCHEMA)
         yield len(rows)
 
 

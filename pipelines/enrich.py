@@ -36,8 +36,8 @@ from bestiary.taxonomy.traits import CATEGORIES, TRAITS, join_traits, load_mappi
 
 TRAIT_SCHEMA = pa.schema([("taxon_id", pa.string()), ("accepted_name", pa.string())] +
                          [(t, pa.string() if t in CATEGORIES else pa.bool_()) for t in TRAITS] +
-                         [("sources", pa.string())])
-LOOKUP_COLUMNS = ["key", "source", "scientific_name", "common_name", "taxon_id"]
+                         [("sources", pa.struct([(t, pa.string()) for t in TRAITS]))])   # which table said it
+LOOKUP_COLUMNS = ["key", "source", "scientific_name", "common_name", "source_taxon_id"]
 OUTPUTS = ("catalog/resolutions", "catalog/taxa", "catalog/traits")
 
 
@@ -201,12 +201,12 @@ def resolution_row(item, resolved: dict) -> dict:
     r, lk = item
     m = resolved["matches"].get(lk.name.key) if lk.name.kind == "species" else None
     m = m or {"method": "unresolved", "reason": lk.name.kind}
-    return {"key": r["key"], "source": r["source"], "given_name": r["scientific_name"], "given_id": r["taxon_id"],
+    return {"key": r["key"], "source": r["source"], "given_name": r["scientific_name"], "given_id": r["source_taxon_id"],
             "via": lk.via, "lookup_name": lk.name.canonical, "method": m["method"], "score": m.get("score"),
             "matched_name": m.get("matched_name"), "taxon_id": m.get("taxon_id"),
             "subspecies": lk.name.infraspecific, "reason": m.get("reason"),
             # for the per-taxon combine only (not written)
-            "_common": r.get("common_name"), "_source_id": r.get("taxon_id")}
+            "_common": r.get("common_name"), "_source_id": r.get("source_taxon_id")}
 
 
 class TaxonNames(beam.CombineFn):
@@ -258,7 +258,7 @@ def trait_rows(taxa: list[dict], trait_tables: list, resolved: dict) -> tuple[li
             accepted.setdefault(key, m["taxon_id"])
     joined = join_traits(trait_tables, accepted, {t["taxon_id"] for t in taxa})
     rows = [{"taxon_id": t["taxon_id"], "accepted_name": t["accepted_name"], **joined.traits.get(t["taxon_id"], {}),
-             "sources": json.dumps(joined.sources.get(t["taxon_id"], {}), sort_keys=True)}
+             "sources": {tr: joined.sources.get(t["taxon_id"], {}).get(tr) for tr in TRAITS}}
             for t in sorted(taxa, key=lambda t: t["taxon_id"])]
     n = len(rows)
     return rows, {
@@ -305,7 +305,7 @@ class Enrich(beam.PTransform):
                  pbegin | "images" >> ReadTable(ctx.path("catalog", "images"), LOOKUP_COLUMNS))
                 | "rows" >> beam.Flatten())
         inat_ids = (rows | "inat ids" >> beam.FlatMap(
-            lambda r: [r["taxon_id"]] if r["source"] == "inaturalist" and r["taxon_id"] else [])
+            lambda r: [r["source_taxon_id"]] if r["source"] == "inaturalist" and r["source_taxon_id"] else [])
             | "distinct ids" >> beam.Distinct() | "id list" >> beam.combiners.ToList())
         inat = inat_ids | "inat taxa" >> beam.Map(lambda ids: read_inat_taxa(t.inat_taxa, set(ids)) if t.inat_taxa else {})
         lookups = rows | "lookups" >> beam.ParDo(LookupFor(t.ebird), beam.pvalue.AsSingleton(inat))

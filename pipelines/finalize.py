@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 
 import apache_beam as beam
+import pyarrow as pa
 
+from bestiary.connectors.licenses import license_url
 from bestiary.pipelines import io
 from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.dedupe import FindLeaks
@@ -79,9 +81,28 @@ def _image_verdict(item):
     yield "crawled", 1
 
 
+ATTRIBUTION_SCHEMA = pa.schema([
+    ("person", pa.string()), ("role", pa.string()), ("work", pa.string()), ("source", pa.string()),
+    ("license", pa.string()), ("license_url", pa.string()), ("attribution", pa.string())])
+
+
+def _credits(item):
+    """The people behind a published recording and its image, one row per (person, role, work)."""
+    _, m = item
+    works = [("recordist", m["record"], m.get("recordist"), m.get("attribution"), m.get("audio_license"))]
+    if m.get("image"):
+        works.append(("photographer", m["image"], m.get("image_recordist"), m.get("image_attribution"),
+                      m.get("image_license")))
+    for role, work, person, text, lic in works:
+        who = (person or text or "unknown").strip()
+        yield (who, role, work), {"person": who, "role": role, "work": work, "source": work.split(":", 1)[0],
+                                  "license": lic, "license_url": license_url(lic or "unknown"), "attribution": text}
+
+
 def _card_facts(member: dict):
     yield f"species|{member['accepted_name']}", 1
     yield f"licence|{member['license']}", 1
+    yield f"pairing|{member.get('pairing') or 'unknown'}", 1
     if member.get("duration_s"):
         yield f"duration|{int(member['duration_s'] // DURATION_BIN_S)}", 1
     if member.get("lat") is not None and member.get("lon") is not None:
@@ -123,6 +144,12 @@ class Finalize(beam.PTransform):
         images = pbegin | "images" >> ReadTable(ctx.path("catalog", "images"), ["key", "source", "license"])
         leaks = members | "leaks" >> FindLeaks() | "leak list" >> beam.combiners.ToList()
         live = members | "live" >> beam.FlatMap(_live, dead)
+        credits = (live | "credits" >> beam.FlatMap(_credits)
+                   | "one per work" >> beam.CombinePerKey(lambda rows: next(iter(rows))) | "credit rows" >> beam.Values())
+        credits | "write attribution" >> WriteTable(ctx.path("work", "attribution"), ATTRIBUTION_SCHEMA,
+                                                    sort_by=("person", "role", "work"))
+        people = (credits | "people" >> beam.Map(lambda r: f"people|{r['role']}|{r['person']}") | beam.Distinct()
+                  | "people facts" >> beam.Map(lambda k: (k.rsplit("|", 1)[0], 1)))
         image_keys = images | "image keys" >> beam.Map(lambda r: (r["key"], 1))
         # rejects of image rows go with the images' account; every other reject with the audio keys
         split = ({"img": image_keys, "rej": stage_rejects | "rej by key" >> beam.Map(lambda r: (r["key"], r))}
@@ -144,7 +171,7 @@ class Finalize(beam.PTransform):
                          "dropped": dropped | "dropped by key" >> beam.Map(lambda r: (r["key"], 1))}
                         | "image join" >> beam.CoGroupByKey() | "image verdicts" >> beam.FlatMap(_image_verdict))
         card = ((verdicts.card | "card facts" >> beam.FlatMap(_card_facts),
-                 audio | "catalog facts" >> beam.FlatMap(_catalog_facts)) | "facts" >> beam.Flatten())
+                 audio | "catalog facts" >> beam.FlatMap(_catalog_facts), people) | "facts" >> beam.Flatten())
         reasons = rejects | "reasons" >> beam.Map(lambda r: (f"{r['stage']}/{r['reason']}", 1))
         (pbegin | "once" >> beam.Create([None])
          | "summary" >> beam.Map(_write_summary, ctx, beam.pvalue.AsSingleton(leaks),

@@ -27,7 +27,8 @@ from bestiary.pipelines.killpoints import killpoint
 from bestiary.pipelines.plan import sample_key, task_fingerprint
 from bestiary.pipelines.tables import write_part
 from bestiary.schemas.config import BuildConfig
-from bestiary.schemas.records import REJECT_SCHEMA, TAXON_RANKS, reject
+from bestiary.connectors.licenses import license_url, pair_license
+from bestiary.schemas.records import REJECT_SCHEMA, iso_date, TAXON_RANKS, reject
 from bestiary.taxonomy.traits import TRAITS
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ MEMBER_ORDER = ("flac", "jpg", "json", "txt")
 
 def sample_json(rec: dict, clip, info, image_meta: dict, captions: list[dict], key: str, rate: int) -> dict:
     lineage = {r: rec.get(r) for r in TAXON_RANKS}
+    pair = pair_license(rec["license"], image_meta.get("license"))   # what the sample as a whole is under
     return {
         "key": key, "source": rec["source"], "source_id": rec["source_id"], "record_key": rec["key"],
         "observation_id": rec["observation_id"], "split": rec["split"],
@@ -44,16 +46,17 @@ def sample_json(rec: dict, clip, info, image_meta: dict, captions: list[dict], k
                   "lineage_ids": {r: rec.get(f"{r}_id") for r in TAXON_RANKS},
                   "name_as_given": rec["scientific_name"], "resolution": rec.get("method")},
         "traits": {t: (rec.get("traits") or {}).get(t) for t in TRAITS},  # None: the tables do not say
-        "license": rec["license"], "license_url": rec.get("license_url"), "attribution": rec.get("attribution"),
+        "license": pair, "license_url": license_url(pair), "attribution": rec.get("attribution"),
         "recordist": rec.get("recordist"),
-        "audio": {"offset_s": clip.offset_s, "seconds": clip.seconds, "sample_rate": rate,
+        "audio": {"license": rec["license"], "license_url": rec.get("license_url") or license_url(rec["license"]),
+                  "offset_s": clip.offset_s, "seconds": clip.seconds, "sample_rate": rate,
                   "original_sample_rate": info.sample_rate, "original_channels": info.channels,
                   "original_seconds": round(info.seconds, 3), "rms_dbfs": clip.rms_db,
                   "ultrasonic_content_lost": info.sample_rate > rate, "pcm_sha256": rec.get("pcm_sha256")},
         "image": image_meta,
         "captions": captions,
         "location": {"lat": rec.get("lat"), "lon": rec.get("lon"), "country": rec.get("country")},
-        "recorded_on": rec.get("recorded_on"), "sound_type": rec.get("sound_type"), "quality": rec.get("quality"),
+        "recorded_on": iso_date(rec.get("recorded_on"), rec.get("recorded_on_precision")), "sound_type": rec.get("sound_type"), "quality": rec.get("quality"),
         "background_species": rec.get("background_species") or [],
     }
 
@@ -118,7 +121,11 @@ MEMBER_SCHEMA = pa.schema([
     ("shard", pa.string()), ("file", pa.string()), ("split", pa.string()), ("record", pa.string()),
     ("observation", pa.string()), ("image", pa.string()), ("pcm_sha256", pa.string()),
     ("samples", pa.list_(pa.string())), ("taxon_id", pa.string()), ("accepted_name", pa.string()),
-    ("duration_s", pa.float64()), ("license", pa.string()), ("lat", pa.float64()), ("lon", pa.float64())])
+    ("duration_s", pa.float64()), ("license", pa.string()), ("lat", pa.float64()), ("lon", pa.float64()),
+    # who made the works and under what licence: the attribution table (finalize)
+    ("source", pa.string()), ("recordist", pa.string()), ("attribution", pa.string()), ("audio_license", pa.string()),
+    ("image_recordist", pa.string()), ("image_attribution", pa.string()), ("image_license", pa.string()),
+    ("pairing", pa.string())])
 
 
 def meta_path(out: str, name: str, what: str) -> str:
@@ -155,14 +162,16 @@ class MaterializeShard(beam.DoFn):
                 jpg, _ = prepare_image(raw, self.cfg.media.image_size)
             cache[rec["image_key"]] = jpg, {
                 "key": rec["image_key"], "pairing": rec["pairing"], "license": rec["image_license"],
-                "license_url": rec.get("image_license_url"), "attribution": rec["image_attribution"],
+                "license_url": rec.get("image_license_url") or license_url(rec["image_license"]),
+                "attribution": rec["image_attribution"],
                 "original_size": list(rec.get("image_size") or [])}
         return cache[rec["image_key"]]
 
     def _samples(self, rec: dict, image_cache: dict) -> list[tuple[str, dict[str, bytes]]]:
         info, clips = self._clips(rec)
         jpg, image_meta = self._image(rec, image_cache)
-        captions = json.loads(rec["captions"])
+        captions = [{"kind": c["kind"], "text": c["text"], "source": c.get("source"), "reason": c.get("reason")}
+                    for c in rec["captions"]]
         out = []
         for clip in clips:
             key = sample_key(rec["source"], rec["source_id"], clip.offset_s) + (rec.get("sample_suffix") or "")
@@ -207,8 +216,13 @@ class MaterializeShard(beam.DoFn):
                                 "observation": rec["observation_id"], "image": rec["image_key"],
                                 "pcm_sha256": rec.get("pcm_sha256"), "samples": sorted(k for k, _ in got),
                                 "taxon_id": rec["taxon_id"], "accepted_name": rec["accepted_name"],
-                                "duration_s": rec.get("duration_s"), "license": rec["license"],
-                                "lat": rec.get("lat"), "lon": rec.get("lon")})
+                                "duration_s": rec.get("duration_s"),
+                                "license": pair_license(rec["license"], rec["image_license"]),
+                                "lat": rec.get("lat"), "lon": rec.get("lon"), "source": rec["source"],
+                                "recordist": rec.get("recordist"), "attribution": rec.get("attribution"),
+                                "audio_license": rec["license"], "image_recordist": rec.get("image_recordist"),
+                                "image_attribution": rec.get("image_attribution"),
+                                "image_license": rec.get("image_license"), "pairing": rec.get("pairing")})
             tar.close()
         killpoint("materialize:tar")
         write_part(meta_path(out, name, "members.parquet"), members, MEMBER_SCHEMA)

@@ -165,6 +165,7 @@ def _image_info(item):
         for rec_key, pairing in got["recs"]:
             yield rec_key, {"image_key": img["key"], "image_url": img["media_url"], "image_license": img["license"],
                             "image_license_url": img.get("license_url"), "image_attribution": img["attribution"],
+                            "image_recordist": img.get("recordist"),
                             "image_derived": img.get("derived"), "image_blob": img.get("blob"),
                             "image_size": [img.get("width"), img.get("height")],
                             "pairing": pairing}

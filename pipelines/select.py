@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from bestiary.connectors.licenses import license_allowed
+from bestiary.connectors.licenses import license_allowed, no_derivatives
 from bestiary.pipelines.enrich import unresolved_reject
 from bestiary.schemas.records import TAXON_RANKS, reject
 
 AUDIO_COLUMNS = ["key", "source", "source_id", "observation_id", "media_type", "media_url", "media_format",
                  "scientific_name", "common_name", "license", "license_url", "attribution", "recordist", "lat", "lon",
-                 "country", "recorded_on", "duration_s", "quality", "sound_type", "background_species", "mirror_of",
+                 "country", "recorded_on", "recorded_on_precision", "duration_s", "quality", "sound_type", "background_species", "mirror_of",
                  "crawl_run", "content_hash"]
 IMAGE_COLUMNS = ["key", "source", "source_id", "observation_id", "media_type", "media_url", "license", "license_url",
                  "attribution", "recordist", "mirror_of", "crawl_run"]
@@ -25,10 +25,13 @@ def with_taxon_fields(row: dict, taxon: dict, method: str | None) -> dict:
     return out
 
 
-def gate(row: dict, res: dict | None, taxon: dict | None, mirror_of: str | None, allow: list[str]) -> dict | None:
+def gate(row: dict, res: dict | None, taxon: dict | None, mirror_of: str | None, allow: list[str],
+         allow_nd: bool = False) -> dict | None:
     """The reject for a row that may not become (part of) a sample, or None."""
     if mirror_of:  # GBIF's copy of a record crawled from its archive
         return reject(row["key"], "select", "mirror_of_crawled_record", mirror_of)
+    if no_derivatives(row["license"]) and not allow_nd:
+        return reject(row["key"], "select", "license_no_derivatives", row["license"])
     if not license_allowed(row["license"], allow):
         return reject(row["key"], "select", "license_not_allowed", row["license"])
     if taxon is None:
@@ -41,8 +44,8 @@ def gate(row: dict, res: dict | None, taxon: dict | None, mirror_of: str | None,
 class Gate(beam.DoFn):
     """(key, {row, res, cap, mirror}) -> the row with its taxon (and caption), or a tagged reject."""
 
-    def __init__(self, allow: list[str]):
-        self.allow = allow
+    def __init__(self, allow: list[str], allow_nd: bool = False):
+        self.allow, self.allow_nd = allow, allow_nd
 
     def process(self, item, taxa: dict):
         try:
@@ -59,7 +62,7 @@ class Gate(beam.DoFn):
         for row in got["row"]:
             res = next(iter(got["res"]), None)
             taxon = taxa.get(res["taxon_id"]) if res and res.get("taxon_id") else None
-            bad = gate(row, res, taxon, next(iter(got["mirror"]), None), self.allow)
+            bad = gate(row, res, taxon, next(iter(got["mirror"]), None), self.allow, self.allow_nd)
             if bad is None and row["media_type"] == "audio" and not got["cap"]:
                 bad = reject(row["key"], "select", "no_caption", "")
             if bad:
@@ -95,9 +98,9 @@ class SelectRows(beam.PTransform):
     """(audio rows, image rows, resolutions, caption keys) -> audio and images that pass (with their accepted
     taxon id), and rejects."""
 
-    def __init__(self, allow: list[str], taxa):
+    def __init__(self, allow: list[str], taxa, allow_nd: bool = False):
         super().__init__()
-        self.allow, self.taxa = allow, taxa
+        self.allow, self.taxa, self.allow_nd = allow, taxa, allow_nd
 
     def expand(self, inputs):
         audio, images, res, caps = inputs
@@ -111,4 +114,4 @@ class SelectRows(beam.PTransform):
                  "cap": caps | "cap by key" >> beam.Map(lambda r: (r["key"], r)),
                  "mirror": mirrors}
                 | "gate join" >> beam.CoGroupByKey()
-                | "gate" >> beam.ParDo(Gate(self.allow), self.taxa).with_outputs("images", "rejects", main="audio"))
+                | "gate" >> beam.ParDo(Gate(self.allow, self.allow_nd), self.taxa).with_outputs("images", "rejects", main="audio"))

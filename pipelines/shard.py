@@ -165,7 +165,8 @@ class PlanShards(beam.PTransform):
         res = pbegin | "resolutions" >> ReadTable(io.join(catalog, "resolutions"), ["key", "taxon_id", "method", "reason"])
         caps = pbegin | "caption keys" >> ReadTable(io.join(catalog, "captions"), ["key"])
         taxa = beam.pvalue.AsDict(taxa_with_traits(pbegin, ctx))
-        sel = (audio, images, res, caps) | "select" >> SelectRows(cfg.licenses.allow, taxa)
+        sel = (audio, images, res, caps) | "select" >> SelectRows(cfg.licenses.allow, taxa,
+                                                                 cfg.licenses.allow_no_derivatives)
 
         # ---- the record index: what earlier runs published (empty in run 1)
         incremental = ctx.run > 1

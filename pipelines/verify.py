@@ -49,7 +49,8 @@ def verify_shard(data: bytes, expected_sha: str, expected_samples: int, sample_r
 def verify(out: str) -> dict:
     manifest = io.read_json(io.join(out, "shards", "manifest.json"))
     report = {"shards": 0, "samples": 0, "problems": {}}
-    for sh in manifest["shards"]:
+    from bestiary.pipelines import progress
+    for sh in progress.bar(manifest["shards"], len(manifest["shards"]), "verify", "shard"):
         data = io.read_bytes(io.join(out, "shards", sh["file"]))
         problems = verify_shard(data, sh["sha256"], sh["samples"], manifest["sample_rate"])
         report["shards"] += 1

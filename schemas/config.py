@@ -124,6 +124,9 @@ class MediaConfig(_Frozen):
 
 class LicenseConfig(_Frozen):
     allow: list[str] = ["CC0-1.0", "CC-BY-*", "CC-BY-SA-*", "CC-BY-NC-*", "CC-BY-NC-SA-*"]
+    # ND (No Derivatives) works are kept in the catalog but not put in samples: clips are cut, resampled and
+    # re-encoded, which ND does not allow to share.  True only with the rights holders' permission.
+    allow_no_derivatives: bool = False
 
 
 class SplitConfig(_Frozen):

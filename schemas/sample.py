@@ -14,7 +14,7 @@ SAMPLE_JSON = {
               "resolution": "str", "lineage": {r: "str" for r in RANKS}, "lineage_ids": {r: "str" for r in RANKS}},
     "traits": {t: "str" if t in CATEGORIES else "bool" for t in TRAITS},   # null where no table says
     "license": "str", "license_url": "str", "attribution": "str", "recordist": "str",
-    "audio": {"offset_s": "float", "seconds": "float", "sample_rate": "int", "original_sample_rate": "int",
+    "audio": {"license": "str", "license_url": "str", "offset_s": "float", "seconds": "float", "sample_rate": "int", "original_sample_rate": "int",
               "original_channels": "int", "original_seconds": "float", "rms_dbfs": "float",
               "ultrasonic_content_lost": "bool", "pcm_sha256": "str"},
     "image": {"key": "str", "pairing": "str", "license": "str", "license_url": "str", "attribution": "str",
@@ -23,6 +23,27 @@ SAMPLE_JSON = {
     "location": {"lat": "float", "lon": "float", "country": "str"},
     "recorded_on": "str", "sound_type": "str", "quality": "str", "background_species": ["str"],
 }
+
+
+_YAML_DTYPES = {"str": "string", "float": "float64", "int": "int64", "bool": "bool"}
+
+
+def hf_yaml_features() -> list[dict]:
+    """The same features as `hf_features()` in the dataset card's YAML form (`dataset_info.features`), so
+    `load_dataset(OUT)` reads audio as bytes with no argument; built without importing `datasets`."""
+    def field(name: str, spec) -> dict:
+        if isinstance(spec, dict):
+            return {"name": name, "struct": [field(k, v) for k, v in spec.items()]}
+        if isinstance(spec, list):
+            inner = spec[0]
+            if isinstance(inner, dict):
+                return {"name": name, "list": [field(k, v) for k, v in inner.items()]}
+            return {"name": name, "list": _YAML_DTYPES[inner]}
+        return {"name": name, "dtype": _YAML_DTYPES[spec]}
+
+    return [{"name": "flac", "dtype": "binary"}, {"name": "jpg", "dtype": "image"}, field("json", SAMPLE_JSON),
+            {"name": "txt", "dtype": "string"}, {"name": "__key__", "dtype": "string"},
+            {"name": "__url__", "dtype": "string"}]
 
 
 def hf_features():

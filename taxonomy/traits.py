@@ -21,7 +21,6 @@ from pathlib import Path
 
 import yaml
 
-from bestiary.pipelines import io as fio
 from bestiary.taxonomy.names import parse_name
 
 CATEGORIES = {
@@ -89,6 +88,7 @@ def load_mapping(spec: str) -> Mapping:
 
 def read_table(path: str, mapping: Mapping) -> list[dict]:
     """The rows of a trait table (small: thousands of species); CR, LF or CRLF line ends."""
+    from bestiary.pipelines import io as fio   # here, not above: the trait vocabulary must import without Beam
     text = fio.read_bytes(path).decode(mapping.encoding, errors="replace")
     rows = list(csv.DictReader(io.StringIO(text, newline=None), delimiter=mapping.delimiter))
     if rows:

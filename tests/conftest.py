@@ -100,6 +100,18 @@ def tiny_build(archive_server, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def search_model(tiny_build, tmp_path_factory):
+    """A small model trained on the tiny build (3 seen owl species), as a user's checkpoint."""
+    from bestiary.training.config import ModelConfig
+    from bestiary.training.train import TrainConfig, train
+    cfg, _ = tiny_build
+    out = str(tmp_path_factory.mktemp("search-run"))
+    r = train(TrainConfig(shards=os.path.join(cfg.out, "shards"), out=out, steps=120, batch_size=8, workers=1,
+                          seed=0, model=ModelConfig(embed_dim=32, width=16)), progress=False)
+    return r["checkpoint"]
+
+
+@pytest.fixture(scope="session")
 def moto_s3():
     """A local S3 (moto's server) with a bucket; credentials and the endpoint through the environment, the
     way workers and training ranks inherit them."""

@@ -92,7 +92,7 @@ def test_each_fault_falls_back_with_its_reason(archive_server, tmp_path, fault, 
     state.chat_faults.clear()
     row = caption_row(rec, TAXON, "llm", {"text": text, "status": got, "requests": 1, "prompt_tokens": 0,
                                            "completion_tokens": 0})
-    llm = [c for c in json.loads(row["captions"]) if c["kind"] == "llm"][0]
+    llm = [c for c in row["captions"] if c["kind"] == "llm"][0]
     assert llm == {"kind": "llm", "text": row["default"], "source": "template:taxonomy_common", "reason": reason}
     assert check_caption(row["default"], ["Tawny Owl"], [], None) is None  # the fallback is a valid caption
 
@@ -162,7 +162,7 @@ def test_caption_stage_with_llm_in_beam(tiny_build, archive_server, tmp_path):
     assert stats["llm_captions"] + stats["cache_hits"] + sum(stats["fallbacks"].values()) == len(rows)
     assert stats["estimated_cost"] > 0
     for r in rows:
-        llm = [c for c in json.loads(r["captions"]) if c["kind"] == "llm"][0]
+        llm = [c for c in r["captions"] if c["kind"] == "llm"][0]
         assert r["default"] == llm["text"] and llm["source"] in ("llm", "template:taxonomy_common")
     build(llm_cfg, only=("caption",), force=True)  # again: all from the cache
     with open(out / "work" / "stats-caption.json") as fh:

@@ -67,7 +67,7 @@ def test_inaturalist_observation_with_sound_and_photos():
     assert a["media_url"] == "https://static.inaturalist.org/sounds/263113.wav?1624793769"
     assert a["media_format"] == "audio/x-wav"
     assert a["scientific_name"] == "Pipistrellus pipistrellus" and a["common_name"] == "Common Pipistrelle"
-    assert a["taxon_id"] == str(obs["taxon"]["id"])
+    assert a["source_taxon_id"] == str(obs["taxon"]["id"])
     assert (a["lat"], a["lon"]) == (51.601234, -1.122952)  # pyinaturalist's [lat, lon] array form
     assert a["recorded_on"] == "2021-06-25"
     assert a["observation_id"] == images[0]["observation_id"] == f"inaturalist:{obs['id']}"
@@ -118,7 +118,7 @@ def test_macaulay_item_licence_gated_and_asset_urls():
     assert row["media_url"] == "https://cdn.example/api/v1/asset/123/640"
     (row,) = macaulay.normalize({**item, "mediaType": "audio"}, "https://cdn.example", "CC-BY-NC-4.0")
     assert row["license"] == "CC-BY-NC-4.0" and row["media_url"].endswith("/api/v2/asset/123/mp3")
-    assert row["taxon_id"] == "brdowl"
+    assert row["source_taxon_id"] == "brdowl"
 
 
 def test_gbif_occurrence_page_with_still_images():
@@ -154,7 +154,7 @@ def test_inaturalist_open_data_dump_photos():
     assert first["media_url"] == "https://inaturalist-open-data.s3.amazonaws.com/photos/35927/medium.jpg"
     assert first["observation_id"] == "inaturalist:uuid-526ababd-aff2-4ce8-b111-d8013b9d8b42"
     assert (first["lat"], first["lon"]) == (38.60974, -122.767302) and first["recorded_on"] == "2011-05-30"
-    assert first["taxon_id"] == "53137"
+    assert first["source_taxon_id"] == "53137"
     observers = {o["observer_id"]: o for o in od.read_tsv(files["observers"])}
     assert first["recordist"] in (observers["505"]["name"], observers["505"]["login"])
     assert all(r["recordist"] != "None" for r in rows)  # the string "None" is a missing name
@@ -168,7 +168,7 @@ def test_macaulay_export_rows_field_by_field():
         (g,) = macaulay.normalize_export_row(rows[0], "https://cdn.download.ams.birds.cornell.edu")
         assert g["key"] == "macaulay:424554681" and g["media_type"] == "audio"
         assert g["media_url"] == "https://cdn.download.ams.birds.cornell.edu/api/v2/asset/424554681/mp3"
-        assert g["scientific_name"] == "Setophaga coronata coronata" and g["taxon_id"] == "myrwar"  # a Group row
+        assert g["scientific_name"] == "Setophaga coronata coronata" and g["source_taxon_id"] == "myrwar"  # a Group row
         assert g["license"] == "unknown" and g["recordist"] == "Jay McGowan"
         assert (g["lat"], g["lon"]) == (42.4589608, -76.5055355) and g["recorded_on"] == "2022-02-21"
         assert g["observation_id"] == "macaulay:obs-S103345966" and g["quality"] == "5.00"

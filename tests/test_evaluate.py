@@ -10,10 +10,52 @@ def unit(v):
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def test_topk_hits_counts_ties_against():
+def test_topk_hits_breaks_ties_at_random_in_expectation():
     scores = np.array([[0.9, 0.1, 0.0], [0.5, 0.5, 0.1], [0.1, 0.2, 0.3]])
     got = topk_hits(scores, np.array([0, 1, 0]), ks=(1, 2))
-    assert got == {"top1": pytest.approx(1 / 3), "top2": pytest.approx(2 / 3)}
+    # row 2 ties with one other answer: half a top-1 hit, a whole top-2 hit
+    assert got == {"top1": pytest.approx(1.5 / 3), "top2": pytest.approx(2 / 3)}
+    # every class tied (a text tower that maps every unseen name to the same tokens): chance, not zero
+    flat = np.zeros((10, 6))
+    got = topk_hits(flat, np.arange(10) % 6, ks=(1, 5))
+    assert got == {"top1": pytest.approx(1 / 6), "top5": pytest.approx(5 / 6)}
+
+
+def test_bootstrap_interval_on_a_known_answer():
+    from bestiary.training.evaluate import bootstrap_ci
+    hits = np.r_[np.ones(300), np.zeros(700)]            # p = 0.3, n = 1000: the normal interval is 0.3 +- 0.028
+    lo, hi = bootstrap_ci(hits)
+    assert lo == pytest.approx(0.3 - 0.0284, abs=0.006) and hi == pytest.approx(0.3 + 0.0284, abs=0.006)
+    # two species, one always right, one always wrong: over queries the interval is narrow, over species wide
+    species = ["a"] * 500 + ["b"] * 500
+    half = np.r_[np.ones(500), np.zeros(500)]
+    q_lo, q_hi = bootstrap_ci(half)
+    s_lo, s_hi = bootstrap_ci(half, groups=species)
+    assert q_hi - q_lo < 0.08 and s_lo == 0.0 and s_hi == 1.0
+    # few queries: never narrower than Wilson's interval (two misses do not prove a rate of zero)
+    lo, hi = bootstrap_ci(np.zeros(2))
+    assert lo == 0.0 and hi > 0.6
+
+
+def test_random_embeddings_score_chance_on_every_metric_even_with_ties():
+    from bestiary.training.evaluate import bootstrap_ci
+    rng = np.random.default_rng(5)
+    classes = [f"c{i}" for i in range(8)]
+    labels = [classes[i % 8] for i in range(400)]
+    audio = unit(rng.normal(size=(400, 16)))
+    for cls in (unit(rng.normal(size=(8, 16))), np.tile(unit(rng.normal(size=(1, 16))), (8, 1))):  # tied classes
+        r = zero_shot(audio, labels, classes, cls, by_species=True)
+        for k in (1, 5):
+            lo, hi = r[f"top{k}_ci"]
+            assert lo <= r[f"chance_top{k}"] <= hi, (k, r)
+    taxa = [f"t{i}" for i in range(40)]
+    cand = unit(rng.normal(size=(120, 16)))
+    cand_taxa = [taxa[i % 40] for i in range(120)]
+    q = unit(rng.normal(size=(300, 16)))
+    r = taxon_retrieval(q, [taxa[i % 40] for i in range(300)], cand, cand_taxa, n_candidates=10, by_taxon=True)
+    for k in (1, 5):
+        lo, hi = r[f"top{k}_ci"]
+        assert lo <= r[f"chance_top{k}"] <= hi, (k, r)
 
 
 def test_zero_shot_exact_figures():
@@ -23,6 +65,7 @@ def test_zero_shot_exact_figures():
     labels = ["a", "b", "c", "d"]  # the last one's best class is "a": a top-1 miss, a top-2 hit
     r = zero_shot(audio, labels, classes, cls, ks=(1, 2))
     assert r["top1"] == 0.75 and r["top2"] == 1.0
+    assert r["top1_ci"][0] <= 0.75 <= r["top1_ci"][1] and r["top2_ci"][1] == 1.0
     assert r["chance_top1"] == 0.25 and r["chance_top2"] == 0.5 and r["classes"] == 4
 
 
@@ -50,3 +93,34 @@ def test_retrieval_draws_99_distractors_deterministically():
     noise = unit(rng.normal(size=(2000, 16)))
     r = taxon_retrieval(noise, [taxa[i % 300] for i in range(2000)], cand, taxa, n_candidates=100, ks=(1,))
     assert abs(r["top1"] - 0.01) < 0.01  # random embeddings score at chance
+
+
+def test_a_model_with_random_weights_scores_chance_on_every_task(tiny_build, tmp_path):
+    """No task can sit below (or above) chance by construction: random towers, every task, three models."""
+    import os
+    import torch
+    from bestiary.training.data import read_manifest
+    from bestiary.training.encoders import ModelConfig, TriModal
+    from bestiary.training.evaluate import _rows, evaluate
+    from bestiary.training.train import save_checkpoint, tokenizer_for
+    cfg, _ = tiny_build
+    shards = os.path.join(cfg.out, "shards")
+    tok = tokenizer_for(shards, read_manifest(shards))
+    outside: dict[str, int] = {}
+    tasks = 0
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = TriModal(ModelConfig(embed_dim=32, width=16, vocab_size=len(tok.vocab), max_len=tok.max_len))
+        path = str(tmp_path / f"random{seed}.pt")
+        save_checkpoint(path, {"model": model.state_dict(), "step": 0, "tokenizer": tok.state(),
+                               "model_config": model.cfg.to_dict(), "train_config": {"image_size": 64}})
+        for name, r in _rows(evaluate(path, shards)):
+            for k in (1, 5):
+                tasks += 1
+                lo, hi = r[f"top{k}_ci"]
+                if not lo <= r[f"chance_top{k}"] <= hi:
+                    outside[f"{name} top{k}"] = outside.get(f"{name} top{k}", 0) + 1
+    # a random model may land outside by luck on a task with two taxa; never the same task for most models,
+    # and never many tasks
+    assert all(n <= 1 for n in outside.values()), outside
+    assert sum(outside.values()) <= 0.1 * tasks, outside

@@ -178,6 +178,7 @@ def test_enrich_on_a_million_rows_stays_under_2_gib(tiny_build, big_backbone, tm
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     peak_kib = int(res.stdout.split("PEAK")[1].split()[0])
+    print(f"enrich, 1M-row backbone: peak RSS {peak_kib / 1024:.0f} MiB")
     assert peak_kib < 2 * 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
     small = io.read_rows(io.join(cfg.out, "catalog", "resolutions"))
     large = io.read_rows(str(out / "catalog" / "resolutions"))

@@ -17,42 +17,103 @@ from bestiary.training.train import load_model
 from bestiary.training.traits import trait_probe
 
 
+BOOTSTRAP = 1000   # resamples for the 95 % intervals
+
+
+def expected_hits(beat: np.ndarray, tie: np.ndarray, k: int) -> np.ndarray:
+    """Per query, the chance the right answer is in the top k when `beat` answers score above it and `tie`
+    others score the same, ties broken at random: a model that cannot tell answers apart scores chance, not
+    zero (counting ties against put tied tasks below chance)."""
+    return np.clip((k - beat) / (tie + 1.0), 0.0, 1.0)
+
+
 def topk_hits(scores: np.ndarray, target: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """Share of rows whose target column is among the k highest scores (ties count against)."""
+    """Share of rows whose target column is among the k highest scores (ties broken at random, in
+    expectation)."""
+    per = topk_per_query(scores, target, ks)
+    return {f"top{k}": float(np.mean(v)) for k, v in per.items()}
+
+
+def topk_per_query(scores: np.ndarray, target: np.ndarray, ks: tuple[int, ...]) -> dict[int, np.ndarray]:
     true = scores[np.arange(len(target)), target][:, None]
-    rank = (scores >= true).sum(axis=1) - 1  # how many beat or tie the right answer
-    return {f"top{k}": float(np.mean(rank < k)) for k in ks}
+    beat = (scores > true).sum(axis=1)
+    tie = (scores == true).sum(axis=1) - 1
+    return {k: expected_hits(beat, tie, k) for k in ks}
+
+
+def bootstrap_ci(hits: np.ndarray, groups: list | None = None, n: int = BOOTSTRAP, seed: int = 0,
+                 level: float = 0.95) -> list[float]:
+    """A percentile interval for the mean of per-query hits, resampling queries; with `groups` (each
+    query's species), resampling species first and then queries within each drawn species, so the interval
+    also says how much the figure depends on which species happened to be in the split."""
+    hits = np.asarray(hits, dtype=np.float64)
+    if len(hits) == 0:
+        return [0.0, 0.0]
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        means = hits[rng.integers(0, len(hits), size=(n, len(hits)))].mean(axis=1)
+    else:
+        by = {}
+        for i, g in enumerate(groups):
+            by.setdefault(g, []).append(i)
+        members = [np.array(v) for _, v in sorted(by.items())]
+        means = np.empty(n)
+        for b in range(n):
+            drawn = rng.integers(0, len(members), len(members))
+            idx = np.concatenate([m[rng.integers(0, len(m), len(m))] for m in (members[d] for d in drawn)])
+            means[b] = hits[idx].mean()
+    lo, hi = np.percentile(means, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    wlo, whi = wilson(float(hits.mean()), len(hits))
+    # a bootstrap of few queries is too sure (two misses resample to [0, 0]): never narrower than Wilson's
+    return [round(float(min(lo, wlo)), 4), round(float(max(hi, whi)), 4)]
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's score interval for a proportion p of n."""
+    if n == 0:
+        return 0.0, 1.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _with_ci(out: dict, per: dict[int, np.ndarray], groups: list | None) -> dict:
+    for k, v in per.items():
+        out[f"top{k}"] = float(np.mean(v)) if len(v) else 0.0
+        out[f"top{k}_ci"] = bootstrap_ci(v, groups)
+    return out
 
 
 def zero_shot(audio: np.ndarray, labels: list[str], class_names: list[str], class_emb: np.ndarray,
-              ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    """Audio embeddings against one text embedding per class; chance is k / classes."""
+              ks: tuple[int, ...] = (1, 5), by_species: bool = False) -> dict[str, float]:
+    """Audio embeddings against one text embedding per class; chance is k / classes.  `top{k}_ci`: 95 %
+    bootstrap intervals (over queries; with `by_species`, over species too)."""
     index = {c: i for i, c in enumerate(class_names)}
     target = np.array([index[lab] for lab in labels])
-    out = topk_hits(audio @ class_emb.T, target, ks)
+    out = _with_ci({}, topk_per_query(audio @ class_emb.T, target, ks), list(labels) if by_species else None)
     out.update({f"chance_top{k}": min(1.0, k / len(class_names)) for k in ks})
     out["classes"], out["queries"] = len(class_names), len(labels)
     return out
 
 
 def taxon_retrieval(query: np.ndarray, query_taxa: list[str], cand: np.ndarray, cand_taxa: list[str],
-                    n_candidates: int = 100, ks: tuple[int, ...] = (1, 5), seed: int = 0) -> dict[str, float]:
+                    n_candidates: int = 100, ks: tuple[int, ...] = (1, 5), seed: int = 0,
+                    by_taxon: bool = False) -> dict[str, float]:
     """BioVITA-style retrieval: each query ranks `n_candidates` taxa (its own and others drawn
-    deterministically); a taxon's score is the maximum cosine over its candidate samples."""
+    deterministically); a taxon's score is the maximum cosine over its candidate samples; ties broken at
+    random in expectation; 95 % bootstrap intervals (over query taxa too with `by_taxon`)."""
     taxa = sorted(set(cand_taxa))
     members = {t: np.array([i for i, c in enumerate(cand_taxa) if c == t]) for t in taxa}
     sims = query @ cand.T
     rng = np.random.default_rng(seed)
-    hits = {k: 0 for k in ks}
     n = min(n_candidates, len(taxa))
+    beat, tie = np.zeros(len(query_taxa)), np.zeros(len(query_taxa))
     for qi, true in enumerate(query_taxa):
         others = [t for t in taxa if t != true]
         drawn = [others[i] for i in rng.permutation(len(others))[: n - 1]]
         scores = np.array([sims[qi, members[t]].max() for t in [true] + drawn])
-        rank = int((scores[1:] >= scores[0]).sum())  # ties count against
-        for k in ks:
-            hits[k] += rank < k
-    out = {f"top{k}": hits[k] / max(1, len(query_taxa)) for k in ks}
+        beat[qi], tie[qi] = (scores[1:] > scores[0]).sum(), (scores[1:] == scores[0]).sum()
+    out = _with_ci({}, {k: expected_hits(beat, tie, k) for k in ks}, list(query_taxa) if by_taxon else None)
     out.update({f"chance_top{k}": min(1.0, k / n) for k in ks})
     out["candidates"], out["queries"] = n, len(query_taxa)
     return out
@@ -63,7 +124,10 @@ def embed_split(model, shards: str, split: str, batch_size: int = 32, image_size
     clip = int(round(model.cfg.sample_rate * model.cfg.clip_seconds))
     cfg = DataConfig(shards, (split,), batch_size, 0, clip, image_size, train=False)
     out = {"audio": [], "image": [], "species": [], "traits": [], "meta": []}
-    for batch in make_loader(cfg):
+    from bestiary.pipelines import progress
+    from bestiary.training.data import split_samples
+    total = -(-split_samples(shards, (split,)) // batch_size)
+    for batch in progress.bar(make_loader(cfg), total, f"eval {split}", "batch"):
         out["audio"].append(model.encode_audio(batch["audio"]).numpy())
         out["image"].append(model.encode_image(batch["image"]).numpy())
         for k in ("species", "traits", "meta"):
@@ -90,7 +154,7 @@ DIRECTIONS = [("audio", "image"), ("image", "audio"), ("audio", "text"), ("text"
 
 
 @torch.no_grad()
-def retrieval_suite(model, tok, emb: dict, kind: str = "taxonomy_common") -> dict:
+def retrieval_suite(model, tok, emb: dict, kind: str = "taxonomy_common", by_taxon: bool = False) -> dict:
     """BioVITA's retrieval in six directions at species, genus and family level (100 candidate taxa)."""
     lineage = {}
     for m in emb["meta"]:
@@ -103,7 +167,8 @@ def retrieval_suite(model, tok, emb: dict, kind: str = "taxonomy_common") -> dic
     for q, c in DIRECTIONS:
         for level in LEVELS:
             (qe, ql), (ce, cl) = mods[q], mods[c]
-            out[f"{q}_to_{c}_{level}"] = taxon_retrieval(qe, [x[level] for x in ql], ce, [x[level] for x in cl])
+            out[f"{q}_to_{c}_{level}"] = taxon_retrieval(qe, [x[level] for x in ql], ce, [x[level] for x in cl],
+                                                         by_taxon=by_taxon)
     return out
 
 
@@ -125,8 +190,9 @@ def evaluate(checkpoint: str, shards: str, splits: dict[str, str] | None = None)
         report["zero_shot"][label] = {}
         for kind in KINDS:
             names, cls = class_embeddings(model, tok, emb["meta"], kind)
-            report["zero_shot"][label][kind] = zero_shot(emb["audio"], emb["species"], names, cls)
-        report["retrieval"][label] = retrieval_suite(model, tok, emb)
+            report["zero_shot"][label][kind] = zero_shot(emb["audio"], emb["species"], names, cls,
+                                                         by_species=label == "unseen")
+        report["retrieval"][label] = retrieval_suite(model, tok, emb, by_taxon=label == "unseen")
     if pooled["audio"]:  # trait inference over every eval species, folds disjoint by species
         report["traits"] = trait_probe(np.concatenate(pooled["audio"]), pooled["species"], pooled["traits"])
     return report
@@ -142,10 +208,15 @@ def _rows(report: dict):
             yield f"{task.replace('_', ' ')} {label} ({r['candidates']} taxa)", r
 
 
+def _ci(r: dict, k: int) -> str:
+    lo, hi = r.get(f"top{k}_ci") or (float("nan"), float("nan"))
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
 def format_table(report: dict) -> str:
-    lines = [f"{'task':52s} {'top1':>7s} {'chance':>7s} {'top5':>7s} {'chance':>7s}"]
-    lines += [f"{name:52s} {r['top1']:7.3f} {r['chance_top1']:7.3f} {r['top5']:7.3f} {r['chance_top5']:7.3f}"
-              for name, r in _rows(report)]
+    lines = [f"{'task':52s} {'top1':>7s} {'95% CI':>16s} {'chance':>7s} {'top5':>7s} {'95% CI':>16s} {'chance':>7s}"]
+    lines += [f"{name:52s} {r['top1']:7.3f} {_ci(r, 1):>16s} {r['chance_top1']:7.3f} {r['top5']:7.3f} "
+              f"{_ci(r, 5):>16s} {r['chance_top5']:7.3f}" for name, r in _rows(report)]
     if report.get("traits"):
         lines += ["", f"{'trait inference (linear probe, species-disjoint folds)':52s} {'macroF1':>7s} {'chance':>7s}"]
         for name, r in report["traits"].items():
@@ -156,9 +227,9 @@ def format_table(report: dict) -> str:
 
 def format_markdown(report: dict) -> str:
     """The same figures as a markdown table, chance beside each."""
-    lines = ["| task | top-1 | chance | top-5 | chance |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['top1']:.3f} | {r['chance_top1']:.3f} | {r['top5']:.3f} | {r['chance_top5']:.3f} |"
-              for name, r in _rows(report)]
+    lines = ["| task | top-1 | 95% CI | chance | top-5 | 95% CI | chance |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['top1']:.3f} | {_ci(r, 1)} | {r['chance_top1']:.3f} | {r['top5']:.3f} | {_ci(r, 5)} | "
+              f"{r['chance_top5']:.3f} |" for name, r in _rows(report)]
     if report.get("traits"):
         lines += ["", "| trait (linear probe, species-disjoint folds) | macro-F1 | chance |", "|---|---|---|"]
         lines += [f"| {name} ({r['classes']} classes, {r['species']} species) | {r['macro_f1']:.3f} | "

@@ -50,9 +50,11 @@ def list_media(path: str) -> list[Path]:
 class Model:
     """A trained tri-modal model, loaded once, embedding on the CPU or a GPU."""
 
-    def __init__(self, net: TriModal, tokenizer, image_size: int, device: str = "cpu"):
+    def __init__(self, net: TriModal, tokenizer, image_size: int, device: str = "cpu",
+                 species: list[str] | None = None):
         self.net, self.tokenizer, self.image_size, self.device = net.to(device).eval(), tokenizer, image_size, device
         self.cfg: ModelConfig = net.cfg
+        self.species = set(species or [])   # the accepted names it was trained on (empty: not recorded)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> "Model":
@@ -62,7 +64,7 @@ class Model:
             return cls._from_export(path, device)
         from bestiary.training.train import load_model
         net, tok, state = load_model(path, device)
-        return cls(net, tok, state.get("train_config", {}).get("image_size", 64), device)
+        return cls(net, tok, state.get("train_config", {}).get("image_size", 64), device, state.get("species"))
 
     @classmethod
     def _from_export(cls, folder: str, device: str) -> "Model":
@@ -81,7 +83,7 @@ class Model:
             tok_state = json.load(fh)
         if tok_state.get("kind") == "hf":
             tok_state["path"] = os.path.join(folder, "text")
-        return cls(net, Tokenizer.from_state(tok_state), spec["image_size"], device)
+        return cls(net, Tokenizer.from_state(tok_state), spec["image_size"], device, spec.get("species"))
 
     # ------------------------------------------------------------ embeddings (unit vectors)
 
@@ -99,6 +101,7 @@ class Model:
         x, _ = read_clip(clips[0].flac)
         return torch.from_numpy(x), clips[0].offset_s
 
+    @torch.no_grad()
     def _audio_tensors(self, tensors: list[torch.Tensor]) -> np.ndarray:
         x = torch.stack(tensors).to(self.device)
         return self.net.encode_audio(x).float().cpu().numpy()
@@ -160,6 +163,19 @@ class Model:
         flush("image")
         return sorted(rows, key=lambda r: r["path"]), errors
 
+    def unknown_names(self, names: list[str]) -> dict[str, str]:
+        """Names the model cannot know, with why: pieces its tokenizer has no entry for, or (when the model
+        records them) not among the species it was trained on.  Zero-shot still ranks them, on less."""
+        out = {}
+        unk = getattr(self.tokenizer, "unk", None) or "<unk>"
+        for n in names:
+            pieces = self.tokenizer.pieces(n) if hasattr(self.tokenizer, "pieces") else []
+            if unk in pieces:
+                out[n] = "not in the model's vocabulary"
+            elif self.species and n not in self.species:
+                out[n] = f"not among the {len(self.species)} species the model was trained on"
+        return out
+
     def classify(self, files: list, species: list[str], kind: str = "scientific", top: int = 5) -> tuple[list[dict], list[dict]]:
         """For each audio file, the species list ranked by zero-shot score (softmax over the list)."""
         names = [s.strip() for s in species if s.strip()]
@@ -217,7 +233,8 @@ def export(checkpoint: str, folder: str) -> str:
             cfg[field] = tower
     spec = {"format": EXPORT_FORMAT, "bestiary": __version__, "model": cfg,
             "sample_rate": net.cfg.sample_rate, "clip_seconds": net.cfg.clip_seconds,
-            "image_size": state.get("train_config", {}).get("image_size", 64), "step": state.get("step")}
+            "image_size": state.get("train_config", {}).get("image_size", 64), "step": state.get("step"),
+            "species": state.get("species") or []}
     with open(os.path.join(folder, "config.json"), "w") as fh:
         json.dump(spec, fh, indent=2, sort_keys=True)
     tok_state = tok.state()

@@ -85,17 +85,38 @@ class HFText(nn.Module):
             self.out_dim = self.model.config.hidden_size
         self.pad_id = cfg.pad_id
         self.path = path
+        self.pooling = text_pooling(path)
 
     def save_pretrained(self, folder: str) -> None:
         self.model.save_pretrained(folder)
         from transformers import AutoTokenizer
         AutoTokenizer.from_pretrained(self.path, local_files_only=True).save_pretrained(folder)
+        if self.pooling == "mean":   # a sentence-transformers folder says how it pools; keep saying it
+            import json
+            os.makedirs(os.path.join(folder, "1_Pooling"), exist_ok=True)
+            with open(os.path.join(folder, "1_Pooling", "config.json"), "w") as fh:
+                json.dump({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, fh)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = (ids != self.pad_id).long()
         if self.clip:
             return self.model(input_ids=ids, attention_mask=mask).text_embeds
-        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        if self.pooling == "mean":   # sentence encoders (MiniLM, MPNet) are trained on the mean of their tokens
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return hidden[:, 0]
+
+
+def text_pooling(path: str) -> str:
+    """`mean` for a sentence-transformers folder whose pooling is the token mean (its 1_Pooling/config.json),
+    else `cls` (BERT/RoBERTa's first token)."""
+    import json
+    cfg = os.path.join(path, "1_Pooling", "config.json")
+    if os.path.exists(cfg):
+        with open(cfg) as fh:
+            return "mean" if json.load(fh).get("pooling_mode_mean_tokens") else "cls"
+    return "cls"
 
 
 class HFTokenizer:

@@ -28,6 +28,9 @@ class Tokenizer:
         vocab = [PAD, UNK, CLS] + sorted(w for w, c in counts.items() if c >= min_count)
         return cls(vocab, max_len)
 
+    def pieces(self, text: str) -> list[str]:
+        return [w if w in self.index else UNK for w in words(text)]
+
     def encode(self, texts: list[str]) -> torch.Tensor:
         """(batch, max_len) ids; position 0 is <cls>, then words, then padding."""
         out = torch.zeros(len(texts), self.max_len, dtype=torch.long)

@@ -17,7 +17,7 @@ import tarfile
 import time
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -146,6 +146,7 @@ class TrainState:
     tok: Tokenizer
     mcfg: ModelConfig
     step: int = 0
+    species: set = field(default_factory=set)   # accepted names trained on (bounded by species)
 
 
 def freeze_for_stage(model: TriModal, stage: str) -> list[torch.nn.Parameter]:
@@ -191,6 +192,7 @@ def setup_state(cfg: TrainConfig, resume: bool, device: str) -> tuple[TrainState
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         st.step = saved["step"]
+        st.species = set(saved.get("species") or [])
         set_rng_state(saved["rng"])
     return st, saved
 
@@ -212,7 +214,7 @@ def checkpoint(cfg: TrainConfig, st: TrainState) -> None:
     local = os.path.join(local_dir(cfg), "checkpoint.pt")
     save_checkpoint(local, {
         "model": raw.state_dict(), "optimizer": st.opt.state_dict(), "step": st.step, "rng": rng_state(),
-        "tokenizer": st.tok.state(), "model_config": st.mcfg.to_dict(),
+        "tokenizer": st.tok.state(), "model_config": st.mcfg.to_dict(), "species": sorted(st.species),
         "train_config": cfg.model_dump(mode="json", exclude={"model"})})
     if "://" in cfg.out:  # a remote run folder gets the checkpoint and the log after each save
         for name in ("checkpoint.pt", "log.csv"):
@@ -243,6 +245,7 @@ def train_step(cfg: TrainConfig, st: TrainState, loader, device: str, weights) -
         if dist.world_size() > 1:  # contrast against every rank's samples; gradients flow back through the gather
             emb = {k: dist.gather_with_grad(v) for k, v in emb.items()}
             labels = {k: dist.gather_objects(v) for k, v in labels.items()}
+        st.species.update(labels["species"])   # every rank's: rank 0 writes the checkpoint
         targets = taxonomy_targets(labels["species"], labels["genus"], labels["family"]) if cfg.taxonomy_loss else None
         loss, parts = trimodal_loss(emb, raw.logit_scale, weights, targets)
         if cfg.trait_loss > 0:  # per rank: the heads need no negatives from other ranks
