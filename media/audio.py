@@ -34,6 +34,8 @@ class AudioInfo:
     sample_rate: int
     channels: int
     frames: int
+    ultrasonic_share: float = 0.0   # energy above the target rate's Nyquist frequency, of all energy
+    time_expansion: int = 1         # > 1: the clips are the recording slowed down by this factor
 
     @property
     def seconds(self) -> float:
@@ -163,6 +165,19 @@ def energy_envelope(source: _Source) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def salient_envelope(source: _Source) -> np.ndarray:
+    """Per-hop salience (media/salience.py), streamed; broadband energy where the rate leaves no band."""
+    from bestiary.media.salience import SalienceMeter
+    rate = source.info.sample_rate
+    hop = max(1, int(HOP_SECONDS * rate))
+    meter = SalienceMeter(rate, hop)
+    if not meter.ok:
+        return energy_envelope(source)
+    for chunk in source.blocks(hop * max(1, int(BLOCK_SECONDS / HOP_SECONDS))):
+        meter.update(chunk)
+    return meter.result()
+
+
 def select_windows(envelope: np.ndarray, clip_hops: int, max_clips: int, min_ratio: float = 0.25) -> list[int]:
     """Start hops of up to `max_clips` non-overlapping windows that hold the most energy.
 
@@ -268,7 +283,7 @@ def make_clips(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_c
         src = _Source(data)
         info = src.info
         check_recording(info, min_source_rate, min_seconds)
-        return info, clips_from(src.read, info, energy_envelope(src), rate, clip_seconds, max_clips, silence_db,
+        return info, clips_from(src.read, info, salient_envelope(src), rate, clip_seconds, max_clips, silence_db,
                                 max_clipped)
 
 
@@ -284,28 +299,58 @@ class Analysis:
     clips: list[Clip]
 
 
+ULTRASONIC_MODES = ("reject", "time_expand", "keep")
+
+
+@dataclass(frozen=True)
+class Ultrasonic:
+    """What to do with recordings whose energy lies mostly above the target rate's Nyquist frequency (bats,
+    rodents, insects): reject them (`ultrasonic_content`), time-expand them by `factor` (the bat-detector
+    convention: x10 brings 20-200 kHz to 2-20 kHz), or keep them as they are (what is above is lost)."""
+    mode: str = "reject"
+    share: float = 0.5      # the share of energy above Nyquist that makes a recording ultrasonic
+    factor: int = 10
+
+
+def band_split(block: np.ndarray, rate: int, cutoff: float) -> tuple[float, float]:
+    """(energy above `cutoff` Hz, all energy) of one block, from its power spectrum."""
+    power = np.abs(np.fft.rfft(block.astype(np.float64))) ** 2
+    first = int(np.ceil(cutoff * len(block) / rate))
+    return float(power[first:].sum()), float(power.sum())
+
+
 def analyze_audio(data: bytes, rate: int = 48000, clip_seconds: float = 10.0, max_clips: int = 3,
                   min_seconds: float = 1.0, min_source_rate: int = 8000,
-                  declared_seconds: float | None = None) -> Analysis:
-    """Decode once: the PCM hash, the spectral fingerprint and the energy envelope in one streaming pass,
-    then the clips from the samples kept (recordings up to KEEP_SAMPLES) or by seeking (longer ones)."""
+                  declared_seconds: float | None = None, ultrasonic: Ultrasonic = Ultrasonic()) -> Analysis:
+    """Decode once: the PCM hash, the spectral fingerprint, the energy envelope and the energy above the
+    target Nyquist frequency in one streaming pass, then the clips from the samples kept (recordings up to
+    KEEP_SAMPLES) or by seeking (longer ones).  Ultrasonic recordings are rejected, time-expanded or kept as
+    `ultrasonic` says."""
     with quiet_native_stderr():
-        return _analyze(data, rate, clip_seconds, max_clips, min_seconds, min_source_rate, declared_seconds)
+        return _analyze(data, rate, clip_seconds, max_clips, min_seconds, min_source_rate, declared_seconds,
+                        ultrasonic)
 
 
 def _analyze(data: bytes, rate: int, clip_seconds: float, max_clips: int, min_seconds: float,
-             min_source_rate: int, declared_seconds: float | None) -> Analysis:
+             min_source_rate: int, declared_seconds: float | None, ultrasonic: Ultrasonic) -> Analysis:
     from bestiary.media.fingerprints import Fingerprinter
 
     src = _Source(data)
     info = src.info
     check_recording(info, min_source_rate, min_seconds, declared_seconds)
+    from bestiary.media.salience import SalienceMeter
     fp = Fingerprinter(info.sample_rate)
     hop = max(1, int(HOP_SECONDS * info.sample_rate))
+    meter = SalienceMeter(info.sample_rate, hop)
     env, carry = [], np.zeros(0, np.float32)
     kept: list[np.ndarray] | None = [] if info.frames <= KEEP_SAMPLES else None
+    above = total = 0.0
     for block in src.blocks(int(5 * info.sample_rate)):
         fp.update(block)
+        meter.update(block)
+        if info.sample_rate > rate:   # only a rate above the target's can hold what the target cannot
+            a, t = band_split(block, info.sample_rate, rate / 2)
+            above, total = above + a, total + t
         done, carry = _envelope_step(np.concatenate([carry, block]), hop)
         if done is not None:
             env.append(done)
@@ -315,12 +360,32 @@ def _analyze(data: bytes, rate: int, clip_seconds: float, max_clips: int, min_se
         env.append(np.array([(carry ** 2).mean()], np.float32))
     sha, codes = fp.result()
     envelope = np.concatenate(env) if env else np.zeros(0, np.float32)
+    salient = meter.result()   # clips where the animal is, not where the wind is; energy where no band fits
+    if salient is not None and len(salient) == len(envelope):
+        envelope = salient
     if kept is not None:
         whole = np.concatenate(kept) if kept else np.zeros(0, np.float32)
         read = lambda start, frames: whole[start:start + frames]  # noqa: E731
     else:
         read = src.read
-    return Analysis(info, sha, codes, clips_from(read, info, envelope, rate, clip_seconds, max_clips))
+    share = above / total if total > 0 else 0.0
+    info = AudioInfo(info.sample_rate, info.channels, info.frames, round(share, 4))
+    if share <= ultrasonic.share or ultrasonic.mode == "keep":
+        return Analysis(info, sha, codes, clips_from(read, info, envelope, rate, clip_seconds, max_clips))
+    if ultrasonic.mode != "time_expand":
+        raise AudioError("ultrasonic_content", f"{share:.1%} of the energy above {rate // 2} Hz "
+                         f"(recorded at {info.sample_rate} Hz)")
+    # slowed down `factor` times: the same samples at rate / factor, clips chosen again in expanded time
+    f = ultrasonic.factor
+    slow = AudioInfo(max(1, info.sample_rate // f), info.channels, info.frames, round(share, 4), f)
+    hop = max(1, int(HOP_SECONDS * slow.sample_rate))
+    env_parts, carry = [], np.zeros(0, np.float32)
+    for start in range(0, info.frames, 5 * info.sample_rate):
+        done, carry = _envelope_step(np.concatenate([carry, read(start, 5 * info.sample_rate)]), hop)
+        if done is not None:
+            env_parts.append(done)
+    slow_env = np.concatenate(env_parts) if env_parts else np.zeros(0, np.float32)
+    return Analysis(slow, sha, codes, clips_from(read, slow, slow_env, rate, clip_seconds, max_clips))
 
 
 def fingerprint_audio(data: bytes) -> tuple[AudioInfo, str, np.ndarray]:

@@ -16,6 +16,7 @@ from bestiary.media.audio import AudioInfo, Clip
 
 def pack_clips(info: AudioInfo, clips: list[Clip]) -> bytes:
     meta = {"sample_rate": info.sample_rate, "channels": info.channels, "frames": info.frames,
+            "ultrasonic_share": info.ultrasonic_share, "time_expansion": info.time_expansion,
             "clips": [{"offset_s": c.offset_s, "seconds": c.seconds, "rms_db": c.rms_db,
                        "clipped_fraction": c.clipped_fraction} for c in clips]}
     buf = io.BytesIO()
@@ -33,6 +34,7 @@ def unpack_clips(data: bytes) -> tuple[AudioInfo, list[Clip]]:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         meta = json.loads(tar.extractfile("meta.json").read())
         flacs = [tar.extractfile(f"{i:03d}.flac").read() for i in range(len(meta["clips"]))]
-    info = AudioInfo(meta["sample_rate"], meta["channels"], meta["frames"])
+    info = AudioInfo(meta["sample_rate"], meta["channels"], meta["frames"], meta.get("ultrasonic_share", 0.0),
+                     meta.get("time_expansion", 1))
     return info, [Clip(c["offset_s"], c["seconds"], f, c["rms_db"], c["clipped_fraction"])
                   for c, f in zip(meta["clips"], flacs)]

@@ -50,9 +50,12 @@ def sample_json(rec: dict, clip, info, image_meta: dict, captions: list[dict], k
         "recordist": rec.get("recordist"),
         "audio": {"license": rec["license"], "license_url": rec.get("license_url") or license_url(rec["license"]),
                   "offset_s": clip.offset_s, "seconds": clip.seconds, "sample_rate": rate,
-                  "original_sample_rate": info.sample_rate, "original_channels": info.channels,
-                  "original_seconds": round(info.seconds, 3), "rms_dbfs": clip.rms_db,
-                  "ultrasonic_content_lost": info.sample_rate > rate, "pcm_sha256": rec.get("pcm_sha256")},
+                  "original_sample_rate": info.sample_rate * info.time_expansion, "original_channels": info.channels,
+                  "original_seconds": round(info.seconds / info.time_expansion, 3), "rms_dbfs": clip.rms_db,
+                  "ultrasonic_share": info.ultrasonic_share, "time_expansion": info.time_expansion,
+                  # kept as it was (ultrasonic: keep), the energy above the target Nyquist is not in the clip
+                  "ultrasonic_content_lost": info.time_expansion == 1 and info.ultrasonic_share > 0.01,
+                  "pcm_sha256": rec.get("pcm_sha256")},
         "image": image_meta,
         "captions": captions,
         "location": {"lat": rec.get("lat"), "lon": rec.get("lon"), "country": rec.get("country")},
@@ -150,7 +153,7 @@ class MaterializeShard(beam.DoFn):
             m = self.cfg.media
             blob = io.read_bytes(io.join(self.cfg.out, "cache", "media", "blobs", rec["blob"]))
             a = analyze_audio(blob, m.sample_rate, m.clip_seconds, m.max_clips_per_recording, m.min_seconds,
-                              m.min_source_rate)
+                              m.min_source_rate, ultrasonic=m.ultrasonic_policy())
             return a.info, a.clips
 
     def _image(self, rec: dict, cache: dict) -> tuple[bytes, dict]:

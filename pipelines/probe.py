@@ -25,7 +25,7 @@ from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.hosts import HostWork, host_slot
 from bestiary.schemas.config import MediaConfig
 
-ANALYSIS_VERSION = "a2"   # bump when clip choice or fingerprints change: derived files are then made again
+ANALYSIS_VERSION = "a3"   # bump when clip choice or fingerprints change: derived files are then made again
 PROBE_SCHEMA = pa.schema([
     ("kind", pa.string()), ("key", pa.string()), ("url", pa.string()), ("media_fp", pa.string()),
     ("blob", pa.string()), ("pcm_sha256", pa.string()), ("codes", pa.binary()), ("sample_rate", pa.int64()),
@@ -36,7 +36,8 @@ PROBE_SCHEMA = pa.schema([
 
 def media_fingerprint(media: MediaConfig, kind: str) -> str:
     """What a medium's derived data depends on besides its bytes."""
-    fields = (["sample_rate", "clip_seconds", "max_clips_per_recording", "min_seconds", "min_source_rate"]
+    fields = (["sample_rate", "clip_seconds", "max_clips_per_recording", "min_seconds", "min_source_rate",
+               "ultrasonic", "ultrasonic_share", "time_expansion"]
               if kind == "audio" else ["image_size"])
     blob = json.dumps({"v": ANALYSIS_VERSION, **{f: getattr(media, f) for f in fields}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -136,7 +137,7 @@ class AnalyzeMedia(beam.DoFn):
         path = self.ctx.path(*rel.split("/"))
         if kind == "audio":
             a = analyze_audio(body, m.sample_rate, m.clip_seconds, m.max_clips_per_recording, m.min_seconds,
-                              m.min_source_rate, item.get("declared"))
+                              m.min_source_rate, item.get("declared"), m.ultrasonic_policy())
             if not a.clips:
                 raise AudioError("no_usable_clip", "every window silent or clipped")
             io.write_bytes(path, pack_clips(a.info, a.clips))

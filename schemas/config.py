@@ -120,6 +120,14 @@ class MediaConfig(_Frozen):
     min_seconds: float = Field(1.0, ge=0)
     min_source_rate: int = Field(8000, ge=1)
     image_size: int = Field(256, ge=16)
+    # recordings whose energy is mostly above sample_rate / 2 (bats, rodents, insects): reject | time_expand | keep
+    ultrasonic: Literal["reject", "time_expand", "keep"] = "reject"
+    ultrasonic_share: float = Field(0.5, gt=0, le=1)   # the share of energy above Nyquist that counts
+    time_expansion: int = Field(10, ge=2)              # with ultrasonic: time_expand (x10: 20-200 kHz -> 2-20 kHz)
+
+    def ultrasonic_policy(self):
+        from bestiary.media.audio import Ultrasonic
+        return Ultrasonic(self.ultrasonic, self.ultrasonic_share, self.time_expansion)
 
 
 class LicenseConfig(_Frozen):
