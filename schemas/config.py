@@ -240,11 +240,12 @@ def expand_env(value: Any) -> Any:
     return value
 
 
-def _describe(err: ValidationError) -> str:
+def describe(err: ValidationError, missing_hint: str = "") -> str:
+    """A pydantic error as the one line the CLI prints (the build's and the training's configs alike)."""
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "config"
     if first["type"] == "missing":
-        return f"missing required field '{where}'"
+        return f"missing required field '{where}'{missing_hint}"
     if first["type"] == "value_error" and first["loc"][-1] == "name" and "unknown source" in first["msg"]:
         return first["msg"].removeprefix("Value error, ").replace(" (known", f" at '{where}' (known", 1)
     if first["type"] == "extra_forbidden":
@@ -259,7 +260,7 @@ def parse_config(data: Any, base_dir: Path | None = None) -> BuildConfig:
     try:
         cfg = BuildConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_describe(err)) from None
+        raise ConfigError(describe(err)) from None
     if base_dir is not None and not Path(cfg.out).is_absolute() and "://" not in cfg.out:
         cfg = cfg.model_copy(update={"out": str((base_dir / cfg.out).resolve())})
     return cfg

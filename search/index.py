@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bestiary.schemas.records import date_and_precision
 from bestiary.search.store import FILE as VECTORS, VectorStore
 from bestiary.search.windows import stream_windows
 
@@ -63,14 +64,8 @@ def model_sha256(path: str) -> str:
 
 def date_key(value: str | None) -> str | None:
     """A date of any precision as a comparable ISO day (partial dates count as their first day)."""
-    if not value:
-        return None
-    v = str(value).strip()[:10]
-    parts = v.split("-")
-    if not parts[0].isdigit() or len(parts[0]) != 4:
-        return None
-    parts = (parts + ["01", "01"])[:3]
-    return "-".join(p.zfill(2) if p.isdigit() else "01" for p in parts)
+    day, _ = date_and_precision(str(value).strip() if value else None)
+    return day.isoformat() if day else None
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
@@ -359,6 +354,13 @@ class Index:
             out.append({"rank": rank, "score": round(float(s), 4), **row})
         return out
 
+    def _days(self) -> pa.Array:
+        """Each window's date as an ISO day, parsed once per windows table (not once per search)."""
+        if getattr(self, "_days_of", None) is not self.windows:
+            self._days_cache = pa.array([date_key(v) for v in self.windows["recorded_on"].to_pylist()], pa.string())
+            self._days_of = self.windows
+        return self._days_cache
+
     def _allowed(self, species, since, bbox) -> np.ndarray | None:
         if not (species or since or bbox):
             return None
@@ -374,8 +376,7 @@ class Index:
             day = date_key(since)
             if day is None:
                 raise SearchError(f"--since wants a date like 2021-05-01, got {since!r}")
-            days = pa.array([date_key(v) for v in t["recorded_on"].to_pylist()], pa.string())
-            mask = both(pc.fill_null(pc.greater_equal(days, day), False))
+            mask = both(pc.fill_null(pc.greater_equal(self._days(), day), False))
         if bbox:
             w, s, e, n = bbox
             lat, lon = t["lat"], t["lon"]

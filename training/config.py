@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bestiary.schemas.config import ConfigError, apply_override, read_yaml
+from bestiary.schemas.config import ConfigError, apply_override, describe, read_yaml
 
 
 class _Frozen(BaseModel):
@@ -83,16 +83,6 @@ class TrainConfig(_Frozen):
         return v
 
 
-def _describe(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    if first["type"] == "missing":
-        return f"missing required field '{where}' (a flag or the YAML)"
-    if first["type"] == "extra_forbidden":
-        return f"unknown field '{where}'"
-    return f"'{where}': {first['msg'].removeprefix('Value error, ')}"
-
-
 def load_train_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A run's config: the YAML at `path` (if any), then `overrides` (dotted keys: `model.width`, `lr`)."""
     data = read_yaml(Path(path)) if path else {}
@@ -103,4 +93,4 @@ def load_train_config(path: str | None = None, overrides: dict[str, Any] | None 
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_describe(err)) from None
+        raise ConfigError(describe(err, " (a flag or the YAML)")) from None
