@@ -15,6 +15,7 @@ import soundfile as sf
 import soxr
 
 from bestiary.media.quiet import quiet_native_stderr
+from bestiary.media.salience import SalienceMeter
 
 HOP_SECONDS = 0.25          # envelope resolution
 BLOCK_SECONDS = 30.0        # streaming block size
@@ -167,7 +168,6 @@ def energy_envelope(source: _Source) -> np.ndarray:
 
 def salient_envelope(source: _Source) -> np.ndarray:
     """Per-hop salience (media/salience.py), streamed; broadband energy where the rate leaves no band."""
-    from bestiary.media.salience import SalienceMeter
     rate = source.info.sample_rate
     hop = max(1, int(HOP_SECONDS * rate))
     meter = SalienceMeter(rate, hop)
@@ -299,9 +299,6 @@ class Analysis:
     clips: list[Clip]
 
 
-ULTRASONIC_MODES = ("reject", "time_expand", "keep")
-
-
 @dataclass(frozen=True)
 class Ultrasonic:
     """What to do with recordings whose energy lies mostly above the target rate's Nyquist frequency (bats,
@@ -338,7 +335,6 @@ def _analyze(data: bytes, rate: int, clip_seconds: float, max_clips: int, min_se
     src = _Source(data)
     info = src.info
     check_recording(info, min_source_rate, min_seconds, declared_seconds)
-    from bestiary.media.salience import SalienceMeter
     fp = Fingerprinter(info.sample_rate)
     hop = max(1, int(HOP_SECONDS * info.sample_rate))
     meter = SalienceMeter(info.sample_rate, hop)
@@ -347,22 +343,24 @@ def _analyze(data: bytes, rate: int, clip_seconds: float, max_clips: int, min_se
     above = total = 0.0
     for block in src.blocks(int(5 * info.sample_rate)):
         fp.update(block)
-        meter.update(block)
         if info.sample_rate > rate:   # only a rate above the target's can hold what the target cannot
             a, t = band_split(block, info.sample_rate, rate / 2)
             above, total = above + a, total + t
-        done, carry = _envelope_step(np.concatenate([carry, block]), hop)
-        if done is not None:
-            env.append(done)
+        if meter.ok:   # clips where the animal is, not where the wind is
+            meter.update(block)
+        else:          # no band to measure at this rate: broadband energy
+            done, carry = _envelope_step(np.concatenate([carry, block]), hop)
+            if done is not None:
+                env.append(done)
         if kept is not None:
             kept.append(block)
     if len(carry):
         env.append(np.array([(carry ** 2).mean()], np.float32))
     sha, codes = fp.result()
-    envelope = np.concatenate(env) if env else np.zeros(0, np.float32)
-    salient = meter.result()   # clips where the animal is, not where the wind is; energy where no band fits
-    if salient is not None and len(salient) == len(envelope):
-        envelope = salient
+    if meter.ok:
+        envelope = meter.result()
+    else:
+        envelope = np.concatenate(env) if env else np.zeros(0, np.float32)
     if kept is not None:
         whole = np.concatenate(kept) if kept else np.zeros(0, np.float32)
         read = lambda start, frames: whole[start:start + frames]  # noqa: E731
