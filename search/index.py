@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from bestiary.schemas.records import date_and_precision
 from bestiary.search.store import FILE as VECTORS, VectorStore
-from bestiary.search.windows import stream_windows
+from bestiary.search.windows import stream_windows, window_starts
 
 FORMAT = "bestiary-index/1"
 AUDIO_EXT = {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".aif", ".aiff"}
@@ -183,7 +183,7 @@ class Index:
                 self._remove_where(pc.equal(self.windows["path"], p))
             todo.append((p, version))
         from bestiary.search.windows import duration_seconds
-        total = sum(int((duration_seconds(p) or 0) // self.meta["hop_s"]) + 1 for p, _ in todo)
+        total = sum(self._windows_in(duration_seconds(p) or 0) for p, _ in todo)
         errors, added = [], 0
         bar = _bar(total, "windows", progress)
         for p, version in todo:
@@ -216,8 +216,7 @@ class Index:
             self._remove_where(pa.array([pair in gone for pair in pairs], pa.bool_()))
         entries = [s for s in manifest.shards_of(splits) if self.sources.get(storage.join(base, s.file), {})
                    .get("version") != s.sha256]
-        bar = _bar(sum(s.samples for s in entries) * max(1, round(manifest.clip_seconds / self.meta["hop_s"])),
-                   "windows", progress)
+        bar = _bar(sum(s.samples for s in entries) * self._windows_in(manifest.clip_seconds), "windows", progress)
         added, errors = 0, []
         for entry in entries:
             url = storage.join(base, entry.file)
@@ -238,6 +237,12 @@ class Index:
         bar.close()
         self.save()
         return {"shards": len(entries) - len(errors), "windows": added, "errors": errors}
+
+    def _windows_in(self, seconds: float) -> int:
+        """How many windows a recording this long gets (the progress bar's total)."""
+        rate = self.meta["sample_rate"]
+        return len(window_starts(int(seconds * rate), int(self.meta["window_s"] * rate),
+                                 int(self.meta["hop_s"] * rate)))
 
     def _embed(self, windows: Iterator, fields: dict, batch: int, bar) -> int:
         import torch
