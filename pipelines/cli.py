@@ -472,14 +472,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and sys.platform.startswith("linux") and "MALLOC_ARENA_MAX" not in os.environ:
-        # glibc reads this once, at process start: with one arena per thread, the runner's and gRPC's threads
-        # fragment the heap until a driver holds gigabytes it has freed.  Start again with two arenas.
-        os.environ["MALLOC_ARENA_MAX"] = "2"
-        try:
-            os.execv(sys.executable, [sys.executable, "-m", "bestiary.pipelines.cli", *sys.argv[1:]])
-        except OSError:
-            pass
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
