@@ -31,6 +31,10 @@ class Connector:
     needs_key: ClassVar[bool] = False   # the API refuses requests without a key
     key_env: ClassVar[str | None] = None   # the usual environment variable for it
     api_path: ClassVar[str | None] = None  # what preflight asks: a 404 there means the base URL is wrong
+    needs_base_url: ClassVar[bool] = True  # False: everything it reads is named in its queries (files)
+    # its media may be paths (local, s3://, gs://) the build reads; never for an archive, whose records
+    # must not make a build read the machine's own files
+    local_media: ClassVar[bool] = False
 
     def pages(self, client: HttpClient, src, query: Any, cursor: Any) -> Iterator[tuple[list[dict], Any, int | None]]:
         """(records, next cursor, records the API says the query has (None: it does not say)) per page; the

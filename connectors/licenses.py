@@ -5,6 +5,9 @@ import fnmatch
 import re
 
 _PARTS = ("by", "nc", "sa", "nd")
+# SPDX ids of permissive licences that data packages use, as written or as SPDX spells them
+_OTHER = {k.lower(): v for v in ("MIT", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "ODC-By-1.0")
+          for k in (v, v.replace("-Clause", ""), v.replace("-", " "))}
 
 
 def _spdx(parts: list[str], version: str | None) -> str:
@@ -21,6 +24,8 @@ def normalize_license(value: str | None) -> str:
     if not value:
         return "unknown"
     s = value.strip().lower()
+    if s in _OTHER:   # a lab's own recordings may carry a software-style licence (pykanto's data: MIT)
+        return _OTHER[s]
     if re.search(r"publicdomain/zero|\bcc0\b|cc-zero", s):
         return "CC0-1.0"
     if "publicdomain/mark" in s or s in {"pd", "public domain"}:
@@ -56,6 +61,8 @@ def license_url(spdx: str) -> str | None:
         return "https://creativecommons.org/publicdomain/zero/1.0/"
     if spdx == "PDM-1.0":
         return "https://creativecommons.org/publicdomain/mark/1.0/"
+    if spdx in _OTHER.values():
+        return f"https://spdx.org/licenses/{spdx}.html"
     m = re.fullmatch(r"CC-((?:BY|NC|SA|ND)(?:-(?:BY|NC|SA|ND))*)-(\d\.\d)", spdx or "")
     if not m:
         return None
@@ -72,6 +79,8 @@ def pair_license(a: str, b: str | None) -> str:
     free = {"CC0-1.0", "PDM-1.0"}
     if a in free or b in free:
         return b if a in free else a
+    if not (a.startswith("CC-") and b.startswith("CC-")):   # not both Creative Commons: both apply, as SPDX says
+        return f"{a} AND {b}"
     pa_, pb = a.split("-"), b.split("-")
     parts = [p for p in ("BY", "NC", "SA", "ND") if p in pa_[1:-1] or p in pb[1:-1]]
     return "CC-" + "-".join(parts) + "-" + max(pa_[-1], pb[-1])

@@ -14,8 +14,8 @@ def register(connector: Connector) -> Connector:
 def _load() -> None:
     if _REGISTRY:
         return
-    from bestiary.connectors import gbif, inat_open_data, inaturalist, macaulay, xenocanto
-    for module in (xenocanto, inaturalist, macaulay, gbif, inat_open_data):
+    from bestiary.connectors import files, gbif, inat_open_data, inaturalist, macaulay, xenocanto
+    for module in (xenocanto, inaturalist, macaulay, gbif, inat_open_data, files):
         for c in module.CONNECTORS:
             register(c)
 

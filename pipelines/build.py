@@ -52,7 +52,11 @@ def preflight(cfg: BuildConfig, timeout: float = 5.0) -> None:
     for s in cfg.sources:
         if s.api_key_env and not os.environ.get(s.api_key_env):
             raise ConfigError(f"{s.name} needs an API key in the environment variable {s.api_key_env}, which is not set")
-    urls = [(s.name, s.base_url) for s in cfg.sources]
+    for s in cfg.sources:   # a files source's tables: a missing one is the config's fault, said before work starts
+        for q in s.queries if not registry.get(s.name).needs_base_url else []:
+            if not str(q).startswith(("http://", "https://")) and not io.exists(str(q)):
+                raise ConfigError(f"{s.name}: table {q} not found")
+    urls = [(s.name, s.base_url) for s in cfg.sources if s.base_url]
     if cfg.taxonomy.gbif_base_url:
         urls.append(("gbif", cfg.taxonomy.gbif_base_url))
     policy, pacers = policy_from(cfg.http, cfg.sources), {}
@@ -364,23 +368,32 @@ def write_tokenizer(ctx: RunContext) -> str | None:
     return TOKENIZER
 
 
+def with_image(shard: dict) -> int:
+    """A shard summary's samples with an image (summaries written before audio-text samples had all)."""
+    return shard.get("samples_with_image", shard["samples"])
+
+
 def manifest_from(cfg: BuildConfig, shards: list[dict], deleted: list[str] | None = None, version: int = 1,
                   tokenizer: str | None = None) -> dict:
     """The typed manifest (schemas/manifest.py) of these shard summaries."""
     from bestiary.schemas.manifest import Manifest
     splits: dict[str, dict] = {}
     for s in shards:
-        d = splits.setdefault(s["split"], {"shards": 0, "samples": 0, "bytes": 0, "species": set()})
+        d = splits.setdefault(s["split"], {"shards": 0, "samples": 0, "samples_with_image": 0, "bytes": 0,
+                                           "species": set()})
         d["shards"] += 1
         d["samples"] += s["samples"]
+        d["samples_with_image"] += with_image(s)
         d["bytes"] += s["bytes"]
         d["species"] |= set(s["species"])
     return Manifest(
         version=version, config_fingerprint=cfg.fingerprint(), members=["flac", "jpg", "json", "txt"],
+        optional_members=["jpg"],
         sample_rate=cfg.media.sample_rate, clip_seconds=cfg.media.clip_seconds,
         splits={k: {**{kk: vv for kk, vv in v.items() if kk != "species"}, "species": sorted(v["species"])}
                 for k, v in sorted(splits.items())},
-        shards=[{k: s[k] for k in ("name", "file", "split", "samples", "bytes", "sha256")} for s in shards],
+        shards=[{**{k: s[k] for k in ("name", "file", "split", "samples", "bytes", "sha256")},
+                 "samples_with_image": with_image(s)} for s in shards],
         deleted=sorted(deleted or []),   # tombstones '{shard file}/{sample key}': readers skip them
         tokenizer=tokenizer).model_dump(mode="json")
 
@@ -392,6 +405,8 @@ def build_stats(ctx: RunContext, shards: list[dict], summary: dict, tombstoned: 
     for s in shards:
         by_split[s["split"]] = by_split.get(s["split"], 0) + s["samples"]
     stats["shard"] = {"shards": len(shards), "samples": sum(s["samples"] for s in shards),
+                      "samples_with_image": sum(with_image(s) for s in shards),
+                      "audio_text_samples": sum(s["samples"] - with_image(s) for s in shards),
                       "samples_by_split": dict(sorted(by_split.items())), "tombstones": tombstoned,
                       "audio_hours": round(sum(s["seconds"] for s in shards) / 3600, 3)}
     stats["rejects_by_reason"] = summary["rejects_by_reason"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from bestiary.connectors.http import HttpClient
+from bestiary.connectors.http import FetchError, HttpClient
 from bestiary.pipelines import io
 
 
@@ -42,13 +42,35 @@ class MediaCache:
         io.write_bytes(self._ref(url), digest.encode())
         return blob
 
-    def fetch(self, client: HttpClient, url: str, expect: tuple[str, ...] = ()) -> bytes:
+    def fetch(self, client: HttpClient, url: str, expect: tuple[str, ...] = (), paths: bool = False) -> bytes:
+        """A medium from the cache, else fetched (and kept); `paths`: a path may name it (the files source
+        only: an archive's URL goes through the HTTP client, which refuses anything but http(s))."""
         hit = self.lookup(url)
         if hit is not None:
             return io.read_bytes(hit)
-        body = client.get_bytes(url, expect=expect)
+        if paths and not url.startswith(("http://", "https://")):
+            body = read_file(url, client.policy.max_body_bytes)
+        else:
+            body = client.get_bytes(url, expect=expect)
         self.put(url, body)
         return body
+
+
+def read_file(path: str, max_bytes: int) -> bytes:
+    """A medium named by a path (local, s3://, gs://: the `files` source), kept in the cache like a download
+    so a rebuild reads nothing outside the output; the size cap of downloads holds for files too."""
+    from apache_beam.io.filesystems import FileSystems
+    try:
+        if not io.exists(path):
+            raise FetchError("missing_file", f"{path}: no such file")
+        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        if size > max_bytes:
+            raise FetchError("body_too_large", f"{path}: {size} bytes, over {max_bytes}")
+        return io.read_bytes(path)
+    except FetchError:
+        raise
+    except (OSError, ValueError) as err:
+        raise FetchError("unreadable_file", f"{path}: {type(err).__name__}: {err}") from None
 
 
 def cached_json(client: HttpClient, root: str, url: str, params: dict | None = None):

@@ -162,12 +162,16 @@ def write_card(cfg: BuildConfig, manifest: dict, stats: dict, card: dict) -> str
     body = "\n\n".join([
         "# bestiary dataset card",
         f"Built by bestiary from {len(cfg.sources)} source(s); config fingerprint `{manifest['config_fingerprint']}`. "
-        f"Samples are {cfg.media.clip_seconds:g} s mono FLAC clips at {cfg.media.sample_rate} Hz, each with a paired "
-        "JPEG image, a caption and a JSON record (licence and attribution included).",
+        f"Samples are {cfg.media.clip_seconds:g} s mono FLAC clips at {cfg.media.sample_rate} Hz, each with a "
+        "caption and a JSON record (licence and attribution included), and a paired JPEG image where its species "
+        f"has one in its split: {stats['shard']['samples_with_image']} audio-image-text samples and "
+        f"{stats['shard']['audio_text_samples']} audio-text samples (no `jpg`; the json's `image` is null)"
+        + (" (images required: recordings without one are rejected as `no_image`)." if cfg.shards.require_image
+           else "."),
         "## Loading\n" + _load_snippets(manifest),
-        "## Splits\n" + _table(["split", "shards", "samples", "species", "MB"],
-                               [[k, v["shards"], v["samples"], len(v["species"]), round(v["bytes"] / 1e6, 1)]
-                                for k, v in splits.items()]),
+        "## Splits\n" + _table(["split", "shards", "samples", "with image", "species", "MB"],
+                               [[k, v["shards"], v["samples"], v.get("samples_with_image"), len(v["species"]),
+                                 round(v["bytes"] / 1e6, 1)] for k, v in splits.items()]),
         f"Audio in samples: {stats['shard']['audio_hours']} h. The `unseen` split holds species absent from "
         "train/val/test (chosen by a hash of the accepted taxon id), for zero-shot evaluation.",
         "## Records\n" + _table(["what", "count"], [

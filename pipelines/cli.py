@@ -91,15 +91,21 @@ def cmd_crawl(a) -> int:
     if a.config:
         return _run_build(a, ("crawl",))
     from bestiary.connectors import registry
-    if not (a.source and a.base_url and a.query and a.out):
+    if not (a.source and a.query and a.out):
         raise ConfigError("crawl needs CONFIG, or --source, --base-url, --query and --out")
+    if a.source not in registry.names():
+        raise ConfigError(f"unknown source {a.source!r} (known: {', '.join(registry.names())})")
+    if registry.get(a.source).needs_base_url and not a.base_url:
+        raise ConfigError(f"crawl --source {a.source} needs --base-url")
     try:
         query = registry.get(a.source).parse_query(a.query)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     key_env = a.api_key_env or registry.get(a.source).key_env   # Xeno-canto: XC_API_KEY unless told otherwise
-    cfg = parse_config({"out": a.out, "sources": [{"name": a.source, "base_url": a.base_url, "queries": [query],
-                                                    "api_key_env": key_env}]})
+    source = {"name": a.source, "queries": [query], "api_key_env": key_env}
+    if a.base_url:
+        source["base_url"] = a.base_url
+    cfg = parse_config({"out": a.out, "sources": [source]})
     build(cfg, only=("crawl",), force=a.force)
     print(f"catalog -> {cfg.out}/catalog")
     _warn_partitions(cfg.out)
@@ -154,6 +160,8 @@ def cmd_train(a) -> int:
     from bestiary.training import distributed as dist
     from bestiary.training.train import train
     cfg = train_config(a)
+    if a.seeds and a.seeds > 1:
+        return train_seeds(cfg, a.seeds, a.resume)
     info = dist.init_from_env()
     try:
         result = train(cfg, resume=a.resume, progress=progress_on())
@@ -172,6 +180,39 @@ def cmd_train(a) -> int:
     else:
         print(f"trained to step {result['steps']}, loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}; "
               f"checkpoint {result['checkpoint']}")
+    return 0
+
+
+def train_seeds(cfg, seeds: int, resume: bool) -> int:
+    """K runs that differ only in their seed (`{out}/seed-{i}`, seed + i), each evaluated on the shards; the
+    figures' mean ± sd over the seeds go to `{out}/seeds.json` and `seeds.md`."""
+    import json
+    from bestiary.schemas.manifest import AudioMismatch
+    from bestiary.training import distributed as dist
+    from bestiary.training.evaluate import evaluate, format_seeds, summarize_seeds, write_report
+    from bestiary.training.train import train
+    if dist.init_from_env()["world_size"] > 1:
+        raise ConfigError("--seeds runs its seeds one after another: start it without torchrun")
+    if "://" in cfg.out:
+        raise ConfigError("--seeds writes its reports beside the runs: give a local --out")
+    reports = []
+    for i in range(seeds):
+        run = cfg.model_copy(update={"seed": cfg.seed + i, "out": os.path.join(cfg.out, f"seed-{i}")})
+        try:
+            result = train(run, resume=resume, progress=progress_on())
+            report = evaluate(result["checkpoint"], cfg.shards)
+        except AudioMismatch as err:
+            raise ConfigError(str(err)) from None
+        write_report(report, os.path.join(run.out, "eval.json"))
+        reports.append(report)
+        print(f"seed {run.seed}: trained to step {result['steps']}; report {run.out}/eval.json", flush=True)
+    summary = summarize_seeds(reports)
+    with open(os.path.join(cfg.out, "seeds.json"), "w") as fh:
+        json.dump({"seeds": [cfg.seed + i for i in range(seeds)], "figures": summary}, fh, indent=2, sort_keys=True)
+    table = format_seeds(summary)
+    with open(os.path.join(cfg.out, "seeds.md"), "w") as fh:
+        fh.write(table + "\n")
+    print(table)
     return 0
 
 
@@ -383,6 +424,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--workers", type=int, help="data loader workers")
     t.add_argument("--seed", type=int)
+    t.add_argument("--seeds", type=int, metavar="K",
+                   help="train K runs (seed, seed+1, ...) into OUT/seed-{i}, evaluate each on the shards, and "
+                        "write every figure's mean ± sd over the seeds to OUT/seeds.json and seeds.md")
     t.add_argument("--image-size", type=int)
     t.add_argument("--shard-cache", metavar="DIR", help="keep a local copy of each remote shard here")
     t.add_argument("--embed-dim", type=int)

@@ -182,7 +182,10 @@ def page_rows(ctx: RunContext, part: dict, n: int, records: list[dict] | None = 
         except Exception as err:  # noqa: BLE001 - an unreadable record is a reject, whatever its fault
             rid = conn.record_id(record)
             where = rid if rid not in ("?", "None", "") else f"?{part['id']}/{n}/{i}"  # one row per record
-            yield "reject", reject(f"{src.name}:{where}", "crawl", "unparseable_record", f"{type(err).__name__}: {err}")
+            # a connector may name the fault (`reason`: a files row without a path); else it is unparseable
+            reason = getattr(err, "reason", None) or "unparseable_record"
+            detail = str(err) if getattr(err, "reason", None) else f"{type(err).__name__}: {err}"
+            yield "reject", reject(f"{src.name}:{where}", "crawl", reason, detail)
             continue
         for j, row in enumerate(rows):
             yield (i, j), {**row, "crawl_run": part.get("run", 1), "content_hash": content_hash(row.get("raw"))}

@@ -167,7 +167,9 @@ class Finalize(beam.PTransform):
         verdicts.index | "write index" >> WriteTable(ctx.path("work", "index"), INDEX_SCHEMA)
         dropped = pbegin | "dropped images" >> ReadTable(ctx.path("work", "images-dropped"))
         image_counts = ({"img": image_keys, "rej": split.img,
-                         "paired": members | "paired images" >> beam.Map(lambda m: (m["image"], 1)),
+                         # audio-text samples pair no image (and must not all meet under one null key)
+                         "paired": members | "paired images" >> beam.FlatMap(
+                             lambda m: [(m["image"], 1)] if m["image"] else []),
                          "dropped": dropped | "dropped by key" >> beam.Map(lambda r: (r["key"], 1))}
                         | "image join" >> beam.CoGroupByKey() | "image verdicts" >> beam.FlatMap(_image_verdict))
         card = ((verdicts.card | "card facts" >> beam.FlatMap(_card_facts),

@@ -37,7 +37,7 @@ MEMBER_ORDER = ("flac", "jpg", "json", "txt")
 
 def sample_json(rec: dict, clip, info, image_meta: dict, captions: list[dict], key: str, rate: int) -> dict:
     lineage = {r: rec.get(r) for r in TAXON_RANKS}
-    pair = pair_license(rec["license"], image_meta.get("license"))   # what the sample as a whole is under
+    pair = pair_license(rec["license"], (image_meta or {}).get("license"))   # the pair's (audio only: its own)
     return {
         "key": key, "source": rec["source"], "source_id": rec["source_id"], "record_key": rec["key"],
         "observation_id": rec["observation_id"], "split": rec["split"],
@@ -156,7 +156,9 @@ class MaterializeShard(beam.DoFn):
                               m.min_source_rate, ultrasonic=m.ultrasonic_policy())
             return a.info, a.clips
 
-    def _image(self, rec: dict, cache: dict) -> tuple[bytes, dict]:
+    def _image(self, rec: dict, cache: dict) -> tuple[bytes | None, dict | None]:
+        if rec.get("image_key") is None:   # an audio-text sample
+            return None, None
         if rec["image_key"] not in cache:
             try:
                 jpg = io.read_bytes(io.join(self.cfg.out, *rec["image_derived"].split("/")))
@@ -179,8 +181,11 @@ class MaterializeShard(beam.DoFn):
         for clip in clips:
             key = sample_key(rec["source"], rec["source_id"], clip.offset_s) + (rec.get("sample_suffix") or "")
             meta = sample_json(rec, clip, info, image_meta, captions, key, self.cfg.media.sample_rate)
-            out.append((key, {"flac": clip.flac, "jpg": jpg, "txt": rec["caption"].encode(),
-                              "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()}))
+            members = {"flac": clip.flac, "txt": rec["caption"].encode(),
+                       "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()}
+            if jpg is not None:
+                members["jpg"] = jpg
+            out.append((key, members))
         return out
 
     def process(self, item):
@@ -195,7 +200,7 @@ class MaterializeShard(beam.DoFn):
                 yield summary
                 return
         split = records[0]["split"]
-        rejects, members, image_cache, seconds, species = [], [], {}, 0.0, set()
+        rejects, members, image_cache, seconds, species, with_image = [], [], {}, 0.0, set(), 0
         with io.AtomicWriter(tar_path) as fh:  # streamed: one recording's clips in memory at a time
             tar = TarStream(fh)
             for rec in records:
@@ -214,6 +219,7 @@ class MaterializeShard(beam.DoFn):
                 for key, sample in sorted(got, key=lambda s: s[0]):
                     tar.add_sample(key, sample)
                     seconds += json.loads(sample["json"])["audio"]["seconds"]
+                    with_image += "jpg" in sample
                 species.add(rec["taxon_id"])
                 members.append({"shard": name, "file": f"{name}.tar", "split": split, "record": rec["key"],
                                 "observation": rec["observation_id"], "image": rec["image_key"],
@@ -231,7 +237,8 @@ class MaterializeShard(beam.DoFn):
         write_part(meta_path(out, name, "members.parquet"), members, MEMBER_SCHEMA)
         write_part(meta_path(out, name, "rejects.parquet"), rejects, REJECT_SCHEMA)
         summary = {"name": name, "split": split, "file": f"{name}.tar",
-                   "samples": sum(len(m["samples"]) for m in members), "bytes": tar.size, "sha256": tar.sha.hexdigest(),
+                   "samples": sum(len(m["samples"]) for m in members), "samples_with_image": with_image,
+                   "bytes": tar.size, "sha256": tar.sha.hexdigest(),
                    "recordings": len(members), "rejects": len(rejects), "task_fingerprint": fp,
                    "species": sorted(species), "seconds": round(seconds, 2)}
         io.write_json(summary_path, summary)  # last: its presence marks the shard finished

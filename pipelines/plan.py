@@ -145,7 +145,13 @@ def _with_fixed(item, needed: dict, first: dict, cfg: SplitConfig):
         yield {**img, "split": s}
 
 
+NO_IMAGE = {"image_key": None, "image_url": None, "image_license": None, "image_license_url": None,
+            "image_attribution": None, "image_recordist": None, "image_derived": None, "image_blob": None,
+            "image_size": None, "pairing": "none"}
+
+
 def _pair(item):
+    """(image key, (recording, pairing)) per recording with an image; 'alone' the keys of those without."""
     (split, _), got = item
     by_obs = defaultdict(list)
     for img in got["img"]:
@@ -154,7 +160,7 @@ def _pair(item):
     for rec_key, obs in got["audio"]:
         img_key, pairing = choose_image({"key": rec_key}, by_obs.get(obs, []), pool)
         if img_key is None:
-            yield beam.pvalue.TaggedOutput("rejects", (rec_key, split))
+            yield beam.pvalue.TaggedOutput("alone", (rec_key, split))
         else:
             yield img_key, (rec_key, pairing)
 
@@ -226,9 +232,16 @@ class Plan(beam.PTransform):
                       lambda r: ((r["split"], r["taxon_id"]), (r["key"], r["observation_id"]))),
                    "img": images | "img by taxon" >> beam.Map(
                        lambda i: ((i["split"], i["taxon_id"]), (i["key"], i["observation_id"])))}
-                  | "pool join" >> beam.CoGroupByKey() | "pair" >> beam.FlatMap(_pair).with_outputs("rejects", main="pairs"))
+                  | "pool join" >> beam.CoGroupByKey() | "pair" >> beam.FlatMap(_pair).with_outputs("alone", main="pairs"))
         infos = ({"img": images | "img info by key" >> beam.Map(lambda i: (i["key"], i)),
                   "recs": paired.pairs} | "image join" >> beam.CoGroupByKey() | "image info" >> beam.FlatMap(_image_info))
+        if self.shard_cfg.require_image:
+            rejects = paired.alone | "no image" >> beam.MapTuple(
+                lambda key, split: reject(key, "plan", "no_image", f"no image of its species in split {split}"))
+        else:   # an audio-text sample: the image terms of training and the image tasks of eval leave it out
+            infos = (infos, paired.alone | "audio only" >> beam.MapTuple(lambda key, _: (key, dict(NO_IMAGE)))
+                     ) | "with audio-only" >> beam.Flatten()
+            rejects = paired.alone | "no rejects" >> beam.FlatMap(lambda _: [])
         planned = ({"rec": audio | "audio by key" >> beam.Map(lambda r: (r["key"], r)), "image": infos}
                    | "record join" >> beam.CoGroupByKey()
                    | "planned" >> beam.FlatMap(_planned, self.clip_seconds, self.max_clips))
@@ -236,6 +249,4 @@ class Plan(beam.PTransform):
                 | "bucket clips" >> beam.CombinePerKey(sum) | "histogram" >> beam.combiners.ToList()
                 | "cuts" >> beam.Map(_cuts, self.shard_cfg, self.clip_seconds, self.rate))
         assigned = planned | "assign" >> beam.Map(_assign, beam.pvalue.AsSingleton(cuts), self.first)
-        rejects = paired.rejects | "no image" >> beam.MapTuple(
-            lambda key, split: reject(key, "plan", "no_image", f"no image of its species in split {split}"))
         return assigned, rejects

@@ -53,6 +53,15 @@ def probe_item(row: dict, kind: str, media: MediaConfig) -> dict:
             "declared": row.get("duration_s")}
 
 
+def reads_paths(key: str) -> bool:
+    """Whether the medium of this catalog key may be a path: only a source that says so (`files`)."""
+    from bestiary.connectors import registry
+    try:
+        return registry.get(key.split(":", 1)[0]).local_media
+    except KeyError:
+        return False
+
+
 def guarded(where: str) -> None:
     """Count a failure only the last-resort guard caught (a bug or an input nobody foresaw)."""
     beam.metrics.Metrics.counter("guarded", where).inc()
@@ -100,7 +109,8 @@ class FetchMedia(HostWork):
 
     def handle(self, item: dict):
         try:
-            body = self.cache.fetch(self.client, item["url"], expect=AUDIO_TYPES if item["kind"] == "audio" else IMAGE_TYPES)
+            body = self.cache.fetch(self.client, item["url"], expect=AUDIO_TYPES if item["kind"] == "audio" else IMAGE_TYPES,
+                                    paths=reads_paths(item["key"]))
         except FetchError as err:
             yield failed(item, err.reason, err.detail)
             return

@@ -45,7 +45,7 @@ class SourceConfig(_Frozen):
     whose `base_url` is where its media live (iNaturalist open data: the photo bucket;
     Macaulay export: the asset CDN)."""
     name: str                              # a connector in connectors/registry.py
-    base_url: str
+    base_url: str | None = None            # every source but `files` (whose tables name their media)
     media_base_url: str | None = None      # Macaulay's asset CDN, when not base_url
     queries: list[Any] = Field(min_length=1)
     per_page: int = Field(100, ge=1, le=500)
@@ -65,6 +65,8 @@ class SourceConfig(_Frozen):
     @model_validator(mode="after")
     def _key_where_needed(self):
         from bestiary.connectors import registry
+        if registry.get(self.name).needs_base_url and not self.base_url:
+            raise ValueError(f"{self.name} needs base_url (the archive's host, e.g. https://xeno-canto.org)")
         if registry.get(self.name).needs_key and not self.api_key_env:
             raise ValueError(f"{self.name} needs an API key: set api_key_env to the environment variable "
                              f"that holds it (e.g. {registry.get(self.name).key_env})")
@@ -146,6 +148,8 @@ class SplitConfig(_Frozen):
 
 class ShardConfig(_Frozen):
     samples_per_shard: int = Field(1000, ge=1)
+    # a recording with no image of its species in its split: an audio-text sample (False) or a reject (True)
+    require_image: bool = False
     max_mb: float | None = Field(None, gt=0)   # also cap a shard's estimated size
     min_shards_per_split: int = Field(1, ge=1)
 
@@ -342,4 +346,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Bu
     data = read_yaml(p)
     for dotted, value in (overrides or {}).items():
         apply_override(data, dotted, value)
-    return parse_config(data, base_dir=Path.cwd())
+    return with_tables_beside(parse_config(data, base_dir=Path.cwd()), p.resolve().parent)
+
+
+def with_tables_beside(cfg: BuildConfig, config_dir: Path) -> BuildConfig:
+    """The `files` source's tables, when given as relative paths, are where the config file is."""
+    sources = []
+    for s in cfg.sources:
+        if s.name == "files":
+            qs = [q if "://" in str(q) or Path(str(q)).is_absolute() else str(config_dir / str(q)) for q in s.queries]
+            s = s.model_copy(update={"queries": qs})
+        sources.append(s)
+    return cfg.model_copy(update={"sources": sources})

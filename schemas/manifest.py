@@ -16,6 +16,7 @@ class ShardEntry(BaseModel):
     file: str
     split: str
     samples: int = Field(ge=0)
+    samples_with_image: int | None = Field(None, ge=0)   # the rest are audio-text samples (None: not counted)
     bytes: int = Field(ge=0)
     sha256: str
 
@@ -24,6 +25,7 @@ class SplitSummary(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
     shards: int
     samples: int
+    samples_with_image: int | None = None
     bytes: int
     species: list[str]
 
@@ -37,6 +39,7 @@ class Manifest(BaseModel):
     version: int = Field(1, ge=1)
     config_fingerprint: str
     members: list[str]
+    optional_members: list[str] = []   # members a sample may lack: `jpg` in an audio-text sample
     sample_rate: int = Field(gt=0)
     clip_seconds: float = Field(gt=0)
     splits: dict[str, SplitSummary]

@@ -32,7 +32,7 @@ def write(tmp_path, data) -> str:
 
 @pytest.mark.parametrize("mutate,needle", [
     (lambda c: c["sources"][0].update(name="flickr"), "unknown source 'flickr'"),
-    (lambda c: c["sources"][0].pop("base_url"), "missing required field 'sources.0.base_url'"),
+    (lambda c: c["sources"][0].pop("base_url"), "'sources.0': xeno-canto needs base_url"),
     (lambda c: c.pop("out"), "missing required field 'out'"),
     (lambda c: c["sources"][0].update(base_url=f"http://127.0.0.1:{free_port()}"), "cannot reach xeno-canto"),
     (lambda c: c["sources"][0].update(base_url="ftp://x"), "not an http(s) URL"),

@@ -68,7 +68,21 @@ def test_images_never_cross_splits_and_pairing_prefers_the_observation():
                 assert r["pairing"] == "same_species"
     planned = sum(len(t["records"]) for t in tasks)
     assert planned + len(rejects) == len(audio)  # every record is planned or rejected with a reason
-    assert all(r["reason"] == "no_image" for r in rejects)
+
+
+def test_recordings_without_an_image_are_audio_text_samples_unless_images_are_required():
+    audio, images = catalog(n_species=6)
+    images = [i for i in images if i["taxon_id"] not in ("t0", "t1")]   # two species with no picture at all
+    lonely = {a["key"] for a in audio if a["taxon_id"] in ("t0", "t1")}
+    tasks, rejects = plan_shards(audio, images, CFG, ShardConfig(samples_per_shard=10), 10, 2)
+    records = [r for t in tasks for r in t["records"]]
+    assert not rejects and len(records) == len(audio)
+    alone = {r["key"] for r in records if r["image_key"] is None}
+    assert alone == lonely and all(r["pairing"] == "none" for r in records if r["key"] in alone)
+    assert all(r["image_key"] is not None for r in records if r["key"] not in alone)
+    tasks, rejects = plan_shards(audio, images, CFG, ShardConfig(samples_per_shard=10, require_image=True), 10, 2)
+    assert {r["key"] for r in rejects} == lonely and all(r["reason"] == "no_image" for r in rejects)
+    assert sum(len(t["records"]) for t in tasks) == len(audio) - len(lonely)
 
 
 def test_shard_counts_and_minimum_per_split():

@@ -18,6 +18,31 @@ def test_info_nce_prefers_aligned_pairs():
     assert info_nce(a, a, scale) < info_nce(a, a.roll(1, 0), scale)
 
 
+def val(x: torch.Tensor) -> float:
+    return float(x.detach())
+
+
+def test_samples_without_an_image_leave_only_the_image_terms():
+    from bestiary.training.losses import taxonomy_targets
+    emb = {k: torch.nn.functional.normalize(torch.randn(6, 16), dim=-1).requires_grad_() for k in ("audio", "image", "text")}
+    scale = torch.tensor(2.0)
+    has = torch.tensor([True, False, True, True, False, True])
+    loss, parts = trimodal_loss(emb, scale, has_image=has)
+    assert parts["audio_text"] == pytest.approx(val(info_nce(emb["audio"], emb["text"], scale)))
+    assert parts["audio_image"] == pytest.approx(val(info_nce(emb["audio"][has], emb["image"][has], scale)))
+    assert parts["image_text"] == pytest.approx(val(info_nce(emb["image"][has], emb["text"][has], scale)))
+    loss.backward()
+    assert emb["image"].grad[~has].abs().sum() == 0 and emb["image"].grad[has].abs().sum() > 0
+    # soft targets are cut to the rows with an image and renormalised
+    t = taxonomy_targets(list("aabbcc"), list("aabbcc"), list("FFFFGG"))
+    _, soft = trimodal_loss(emb, scale, targets=t, has_image=has)
+    assert set(soft) == {"audio_text", "audio_image", "image_text"}
+    # under two rows with an image the image terms are skipped, and the loss still backpropagates
+    image_pairs = {("audio", "image"): 1.0, ("image", "text"): 1.0}
+    loss, parts = trimodal_loss(emb, scale, image_pairs, has_image=torch.tensor([True] + [False] * 5))
+    assert parts == {} and val(loss) == 0.0 and loss.requires_grad
+
+
 def test_taxonomy_targets_soften_relatives_only():
     from bestiary.training.losses import soft_info_nce, taxonomy_targets
     t = taxonomy_targets(["a x", "a y", "b z", "c w"], ["a", "a", "b", "c"], ["F", "F", "F", "G"])

@@ -155,7 +155,10 @@ class Decode:
         return {
             "key": sample["__key__"],
             "audio": _audio(sample["flac"], self.cfg.clip_samples, aug, self.rng),
-            "image": _image(sample["jpg"], self.cfg.image_size, aug, self.rng),
+            # an audio-text sample has no jpg: a blank image that has_image keeps out of the image terms
+            "image": _image(sample["jpg"], self.cfg.image_size, aug, self.rng) if sample.get("jpg")
+            else torch.zeros(3, self.cfg.image_size, self.cfg.image_size),
+            "has_image": bool(sample.get("jpg")),
             "text": text,
             "species": taxon["accepted_name"],
             "genus": taxon["lineage"].get("genus"),
@@ -190,7 +193,8 @@ def _drop_none(src):
 
 
 def collate(samples: list[dict]) -> dict:
-    out = {"audio": torch.stack([s["audio"] for s in samples]), "image": torch.stack([s["image"] for s in samples])}
+    out = {"audio": torch.stack([s["audio"] for s in samples]), "image": torch.stack([s["image"] for s in samples]),
+           "has_image": torch.tensor([s["has_image"] for s in samples], dtype=torch.bool)}
     for k in ("key", "text", "species", "genus", "family", "traits", "meta"):
         out[k] = [s[k] for s in samples]
     return out

@@ -123,13 +123,14 @@ def taxon_retrieval(query: np.ndarray, query_taxa: list[str], cand: np.ndarray, 
 def embed_split(model, shards: str, split: str, batch_size: int = 32, image_size: int = 64) -> dict:
     clip = int(round(model.cfg.sample_rate * model.cfg.clip_seconds))
     cfg = DataConfig(shards, (split,), batch_size, 0, clip, image_size, train=False)
-    out = {"audio": [], "image": [], "species": [], "traits": [], "meta": []}
+    out = {"audio": [], "image": [], "has_image": [], "species": [], "traits": [], "meta": []}
     from bestiary.pipelines import progress
     from bestiary.training.data import split_samples
     total = -(-split_samples(shards, (split,)) // batch_size)
     for batch in progress.bar(make_loader(cfg), total, f"eval {split}", "batch"):
         out["audio"].append(model.encode_audio(batch["audio"]).numpy())
         out["image"].append(model.encode_image(batch["image"]).numpy())
+        out["has_image"] += batch["has_image"].tolist()
         for k in ("species", "traits", "meta"):
             out[k] += batch[k]
     out["audio"] = np.concatenate(out["audio"]) if out["audio"] else np.zeros((0, model.cfg.embed_dim))
@@ -155,16 +156,21 @@ DIRECTIONS = [("audio", "image"), ("image", "audio"), ("audio", "text"), ("text"
 
 @torch.no_grad()
 def retrieval_suite(model, tok, emb: dict, kind: str = "taxonomy_common", by_taxon: bool = False) -> dict:
-    """BioVITA's retrieval in six directions at species, genus and family level (100 candidate taxa)."""
+    """BioVITA's retrieval in six directions at species, genus and family level (100 candidate taxa).
+    Images are the samples that have one (audio-text samples are left out of the image directions, which
+    are not reported when no sample of the split has an image)."""
     lineage = {}
     for m in emb["meta"]:
         lineage.setdefault(m["taxon"]["accepted_name"], m["taxon"]["lineage"])
     names, text = class_embeddings(model, tok, emb["meta"], kind)
+    has = np.asarray(emb.get("has_image") or [True] * len(emb["species"]), dtype=bool)
     mods = {"audio": (emb["audio"], [lineage[s] for s in emb["species"]]),
-            "image": (emb["image"], [lineage[s] for s in emb["species"]]),
+            "image": (emb["image"][has], [lineage[s] for s, h in zip(emb["species"], has) if h]),
             "text": (text, [lineage[n] for n in names])}
     out = {}
     for q, c in DIRECTIONS:
+        if "image" in (q, c) and not has.any():
+            continue
         for level in LEVELS:
             (qe, ql), (ce, cl) = mods[q], mods[c]
             out[f"{q}_to_{c}_{level}"] = taxon_retrieval(qe, [x[level] for x in ql], ce, [x[level] for x in cl],
@@ -175,18 +181,24 @@ def retrieval_suite(model, tok, emb: dict, kind: str = "taxonomy_common", by_tax
 def evaluate(checkpoint: str, shards: str, splits: dict[str, str] | None = None) -> dict:
     """Every benchmark on these shards; a model trained on other audio settings is refused (AudioMismatch)."""
     model, tok, state = load_model(checkpoint)
-    check_audio(model.cfg.sample_rate, model.cfg.clip_seconds, read_manifest(shards), f"checkpoint {checkpoint}")
+    manifest = read_manifest(shards)
+    check_audio(model.cfg.sample_rate, model.cfg.clip_seconds, manifest, f"checkpoint {checkpoint}")
     image_size = state["train_config"].get("image_size", 64)
     splits = splits or {"seen": "test", "unseen": "unseen"}
     report: dict = {"checkpoint": checkpoint, "step": state["step"], "zero_shot": {}, "retrieval": {}}
     pooled: dict = {"audio": [], "species": [], "traits": []}
     for label, split in splits.items():
+        if not manifest.shards_of((split,)):   # e.g. a build with no unseen species: said, not a crash
+            report.setdefault("not_evaluated", {})[label] = f"no {split} shards"
+            continue
         emb = embed_split(model, shards, split, image_size=image_size)
         if not emb["species"]:
             continue
         pooled["audio"].append(emb["audio"])
         pooled["species"] += emb["species"]
         pooled["traits"] += emb["traits"]
+        report.setdefault("samples", {})[label] = {"samples": len(emb["species"]),
+                                                   "with_image": int(sum(emb["has_image"]))}
         report["zero_shot"][label] = {}
         for kind in KINDS:
             names, cls = class_embeddings(model, tok, emb["meta"], kind)
@@ -272,3 +284,33 @@ def write_report(report: dict, path: str) -> None:
         json.dump(report, fh, indent=2, sort_keys=True)
     with open(path.rsplit(".", 1)[0] + ".md", "w") as fh:
         fh.write(format_markdown(report) + "\n")
+
+
+def summarize_seeds(reports: list[dict]) -> dict:
+    """Several seeds' reports -> each figure's mean and sample standard deviation over the seeds (top-1 and
+    top-5), with each seed's value: {task label: {top1_mean, top1_sd, top5_mean, top5_sd, chance_top1,
+    chance_top5, top1_by_seed, top5_by_seed}}.  A task missing from a seed's report is missing there (its
+    `seeds` count says how many had it)."""
+    by_task: dict[str, list[dict]] = {}
+    for report in reports:
+        for name, r in _rows(report):
+            by_task.setdefault(name, []).append(r)
+    out = {}
+    for name, rs in by_task.items():
+        row = {"seeds": len(rs), "chance_top1": rs[0]["chance_top1"], "chance_top5": rs[0]["chance_top5"]}
+        for k in (1, 5):
+            vals = np.array([r[f"top{k}"] for r in rs], dtype=np.float64)
+            row[f"top{k}_mean"] = round(float(vals.mean()), 4)
+            row[f"top{k}_sd"] = round(float(vals.std(ddof=1)), 4) if len(vals) > 1 else 0.0
+            row[f"top{k}_by_seed"] = [round(float(v), 4) for v in vals]
+        out[name] = row
+    return out
+
+
+def format_seeds(summary: dict) -> str:
+    """The seeds' summary as a markdown table: mean ± sd beside chance."""
+    n = max((r["seeds"] for r in summary.values()), default=0)
+    lines = [f"| task ({n} seeds) | top-1 mean ± sd | chance | top-5 mean ± sd | chance |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['top1_mean']:.3f} ± {r['top1_sd']:.3f} | {r['chance_top1']:.3f} | "
+              f"{r['top5_mean']:.3f} ± {r['top5_sd']:.3f} | {r['chance_top5']:.3f} |" for name, r in summary.items()]
+    return "\n".join(lines)

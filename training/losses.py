@@ -17,17 +17,30 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> tor
 
 def trimodal_loss(emb: dict[str, torch.Tensor], logit_scale: torch.Tensor,
                   weights: dict[tuple[str, str], float] | None = None,
-                  targets: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                  targets: torch.Tensor | None = None,
+                  has_image: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the pairwise losses (weight 0 drops a pair), and each pair's value.
-    With `targets` (see taxonomy_targets) each pair uses the taxonomy-aware soft objective."""
+    With `targets` (see taxonomy_targets) each pair uses the taxonomy-aware soft objective.  `has_image`
+    (bool per row) leaves audio-text samples out of the pairs with an image: those pairs contrast only the
+    rows that have one, and are skipped (absent from the parts) when fewer than two do."""
     weights = weights or {p: 1.0 for p in PAIRS}
     total, parts = 0.0, {}
     for (x, y), w in weights.items():
         if w:
-            loss = info_nce(emb[x], emb[y], logit_scale) if targets is None else \
-                soft_info_nce(emb[x], emb[y], logit_scale, targets)
+            a, b, t = emb[x], emb[y], targets
+            if has_image is not None and "image" in (x, y) and not bool(has_image.all()):
+                keep = has_image.to(a.device)
+                if int(keep.sum()) < 2:
+                    continue
+                a, b = a[keep], b[keep]
+                if t is not None:
+                    t = t.to(a.device)[keep][:, keep]
+                    t = t / t.sum(dim=1, keepdim=True)
+            loss = info_nce(a, b, logit_scale) if t is None else soft_info_nce(a, b, logit_scale, t)
             parts[f"{x}_{y}"] = float(loss.detach())
             total = total + w * loss
+    if not torch.is_tensor(total):   # every weighted pair skipped: a zero that still backpropagates
+        total = sum(v.sum() for v in emb.values()) * 0.0
     return total, parts
 
 

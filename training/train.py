@@ -242,12 +242,14 @@ def train_step(cfg: TrainConfig, st: TrainState, loader, device: str, weights) -
         emb = {k: v.float() for k, v in emb.items()}
         emb_local_audio = emb["audio"]
         labels = {k: batch[k] for k in ("species", "genus", "family")}
+        has_image = batch["has_image"]
         if dist.world_size() > 1:  # contrast against every rank's samples; gradients flow back through the gather
             emb = {k: dist.gather_with_grad(v) for k, v in emb.items()}
             labels = {k: dist.gather_objects(v) for k, v in labels.items()}
+            has_image = torch.tensor(dist.gather_objects(has_image.tolist()), dtype=torch.bool)
         st.species.update(labels["species"])   # every rank's: rank 0 writes the checkpoint
         targets = taxonomy_targets(labels["species"], labels["genus"], labels["family"]) if cfg.taxonomy_loss else None
-        loss, parts = trimodal_loss(emb, raw.logit_scale, weights, targets)
+        loss, parts = trimodal_loss(emb, raw.logit_scale, weights, targets, has_image)
         if cfg.trait_loss > 0:  # per rank: the heads need no negatives from other ranks
             traits = trait_loss(raw.traits, emb_local_audio, batch["traits"])
             parts["traits"] = float(traits.detach())
