@@ -6,7 +6,7 @@ DEMO_PORT ?= 8765
 DEMO_OUT ?= demo_out
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup browser demo test test-all bench clean
+.PHONY: setup browser demo bigworld test test-all bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,9 @@ setup: $(VENV)/.installed browser
 
 demo: setup
 	DEMO_PORT=$(DEMO_PORT) DEMO_OUT=$(DEMO_OUT) bash scripts/demo.sh
+
+bigworld: setup
+	bash scripts/bigworld.sh
 
 test: setup
 	BESTIARY_REQUIRE_BROWSER=$(CAN_APT) $(BIN)/python -m pytest -q -m "not slow"

@@ -34,11 +34,34 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def sample_world(a):
+    """The world serve-sample serves: the demo's 34 species, or --species N drawn from --taxonomy."""
+    from bestiary.sample_archive.species import DEMO
+    from bestiary.sample_archive.world import PRESETS, draw_world, read_table, trait_families, write_taxonomy
+    if not a.species:
+        if a.write_taxonomy:
+            raise ConfigError("--write-taxonomy goes with --species N (the demo's files are in sample_archive/data)")
+        return DEMO, PRESETS[a.difficulty]
+    if not a.taxonomy or not os.path.isfile(a.taxonomy):
+        raise ConfigError("--species N draws from an eBird/Clements taxonomy CSV: give it as --taxonomy "
+                          f"({a.taxonomy or 'none given'}; `make bigworld` fetches one)")
+    rows = read_table(open(a.taxonomy, "rb").read())
+    prefer = trait_families(open(a.avonet, "rb").read()) if a.avonet else set()   # families with traits first
+    world = draw_world(rows, a.species, seed=a.world_seed, prefer=prefer)
+    if len(world.species) < a.species:
+        raise ConfigError(f"{a.taxonomy} gives {len(world.species)} species of families large enough, not {a.species}")
+    if a.write_taxonomy:
+        write_taxonomy(world, a.write_taxonomy, a.avonet)
+    return world, PRESETS[a.difficulty]
+
+
 def cmd_serve_sample(a) -> int:
     from bestiary.sample_archive.server import make_server
+    world, difficulty = sample_world(a)
     try:
         server, state = make_server(a.host, a.port, seed=a.seed, scale=a.scale, latency_ms=a.latency_ms,
-                                    max_seconds=a.max_seconds, audio_format=a.audio_format)
+                                    max_seconds=a.max_seconds, audio_format=a.audio_format, world=world,
+                                    difficulty=difficulty)
     except OSError as err:
         raise ConfigError(f"cannot listen on {a.host}:{a.port} ({err.strerror}); choose another --port") from None
     for spec in a.fault or []:
@@ -52,7 +75,9 @@ def cmd_serve_sample(a) -> int:
     if a.ready_file:
         with open(a.ready_file, "w") as fh:
             fh.write(url + "\n")
-    print(f"sample archive (seed {a.seed}, {len(state.archive.species)} species) serving at {url}", flush=True)
+    arch = state.archive
+    print(f"sample archive (seed {a.seed}, {len(arch.species)} species in {len({s.genus for s in arch.species})} "
+          f"genera and {len({s.family for s in arch.species})} families, {a.difficulty}) serving at {url}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         server.serve_forever()
@@ -361,6 +386,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
     s.add_argument("--max-seconds", type=float, help="cap recording lengths (lighter archives for benchmarks)")
     s.add_argument("--audio-format", choices=["mp3", "wav"], help="serve every recording in one format")
+    s.add_argument("--species", type=int, metavar="N",
+                   help="a benchmark world: N species drawn with their real tree from --taxonomy (about N/10 "
+                        "families, N/3 genera); default: the demo's 34")
+    s.add_argument("--taxonomy", metavar="CSV", help="eBird/Clements taxonomy CSV to draw from (raw or birdnames')")
+    s.add_argument("--world-seed", type=int, default=0, help="which species --species draws")
+    s.add_argument("--difficulty", choices=["clean", "field", "hard"], default="clean",
+                   help="field: background noise, a second species, distance, individual variation, weak "
+                        "image cues; hard: more of each")
+    s.add_argument("--write-taxonomy", metavar="DIR", help="write the drawn world's Taxon.tsv and "
+                   "ebird_taxonomy.csv (and avonet.csv with --avonet) here, for the build's taxonomy section")
+    s.add_argument("--avonet", metavar="CSV", help="an AVONET table: its families are drawn first, and its rows "
+                   "for the drawn species go to DIR")
     s.add_argument("--fault", action="append", metavar="ROUTE=FAULT[,FAULT]",
                    help="inject faults on a route, in order ('503*' for every request); e.g. "
                         "xc_recordings=429,drop or xc_download=404*. Faults: 429 429date 500 502 503 404 410 slow "

@@ -5,7 +5,7 @@ from bestiary.sample_archive.generate import Observation, Photo, Recording
 import re
 import zlib
 
-from bestiary.sample_archive.species import FAMILIES, GBIF_KEYS, GENERA, INAT_IDS, INAT_UPPER, Species, lineage
+from bestiary.sample_archive.species import INAT_UPPER, Species, lineage
 
 XC_LENGTH = lambda s: f"{int(s // 60)}:{int(round(s % 60)):02d}" if s < 3600 else f"{int(s // 3600)}:{int(s % 3600 // 60):02d}:{int(round(s % 60)):02d}"  # noqa: E731
 XC_TAG = re.compile(r'(\w+):("[^"]*"|\S+)')
@@ -35,7 +35,7 @@ def xc_recording(r: Recording, base: str) -> dict:
 
 def inat_taxon(sp: Species, with_ancestors: bool = False) -> dict:
     ranks = lineage(sp)
-    ids = [INAT_UPPER["Life"]] + [INAT_IDS.get(name, sp.inat_id) for _, name in ranks[:-1]] + [sp.inat_id]
+    ids = [INAT_UPPER["Life"]] + list(sp.inat_higher) + [sp.inat_id]
     taxon = {
         "id": sp.inat_id, "name": sp.name, "rank": "species", "rank_level": 10, "is_active": True,
         "ancestor_ids": ids, "ancestry": "/".join(str(i) for i in ids[:-1]),
@@ -110,22 +110,20 @@ def ml_item(item: Recording | Photo) -> dict:
     return out
 
 
-def gbif_match(sp: Species | None, genus: str | None) -> dict:
-    """species/match: EXACT on a species, HIGHERRANK on a known genus, else NONE."""
-    if sp is None and genus is None:
+def gbif_match(sp: Species | None, of_genus: Species | None) -> dict:
+    """species/match: EXACT on a species, HIGHERRANK on a known genus (`of_genus`: a species of it), else NONE."""
+    if sp is None and of_genus is None:
         return {"confidence": 100, "matchType": "NONE", "synonym": False, "note": "No match because of too little confidence"}
-    names = dict(lineage(sp)) if sp else None
-    if sp is None:
-        family = GENERA[genus][0]
-        klass, order = FAMILIES[family][:2]
-        names = {"kingdom": "Animalia", "phylum": "Chordata", "class": klass, "order": order, "family": family, "genus": genus}
-    out = {"usageKey": sp.gbif_key if sp else GBIF_KEYS[genus],
+    keys = (sp or of_genus).gbif_keys()
+    names = dict(lineage(sp)) if sp else dict(lineage(of_genus)[:-1])
+    genus = None if sp else of_genus.genus
+    out = {"usageKey": sp.gbif_key if sp else keys[genus],
            "scientificName": f"{sp.name} (Linnaeus, 1758)" if sp else genus,
            "canonicalName": sp.name if sp else genus, "rank": "SPECIES" if sp else "GENUS", "status": "ACCEPTED",
            "confidence": 98 if sp else 94, "matchType": "EXACT" if sp else "HIGHERRANK", "synonym": False}
     for rank, name in names.items():
         out[rank] = name
-        out[f"{rank}Key"] = sp.gbif_key if (sp and rank == "species") else GBIF_KEYS[name]
+        out[f"{rank}Key"] = keys[name]
     return out
 
 
@@ -136,7 +134,7 @@ SOUND_ARCHIVE_DATASET = "de8934f4-a136-481c-a87a-b0b202b80a31"  # a museum sound
 
 def _occurrence(key: int, sp: Species, dataset: str, ref: str, media: list[dict], date: str, who: str,
                 lat: float, lon: float, lic: str) -> dict:
-    names = dict(lineage(sp))
+    names, keys = dict(lineage(sp)), sp.gbif_keys()
     out = {"key": key, "gbifID": str(key), "datasetKey": dataset, "basisOfRecord": "HUMAN_OBSERVATION",
            "occurrenceStatus": "PRESENT", "scientificName": f"{sp.name} (Linnaeus, 1758)",
            "acceptedScientificName": f"{sp.name} (Linnaeus, 1758)", "taxonKey": sp.gbif_key,
@@ -146,7 +144,7 @@ def _occurrence(key: int, sp: Species, dataset: str, ref: str, media: list[dict]
            "vernacularName": sp.common, "media": media, "issues": [], "lastInterpreted": "2025-01-01T00:00:00.000+00:00"}
     for rank, name in names.items():
         out[rank] = name
-        out[f"{rank}Key"] = sp.gbif_key if rank == "species" else GBIF_KEYS[name]
+        out[f"{rank}Key"] = keys[name]
     return out
 
 

@@ -17,7 +17,8 @@ import soundfile as sf
 import soxr
 from PIL import Image, ImageDraw, ImageFilter
 
-from bestiary.sample_archive.species import Species, all_species
+from bestiary.sample_archive.species import DEMO, Species, World
+from bestiary.sample_archive.world import Difficulty
 
 XC_LICENSES = ["//creativecommons.org/licenses/by-nc-sa/4.0/", "//creativecommons.org/licenses/by-sa/4.0/",
                "//creativecommons.org/licenses/by-nc-nd/4.0/", "//creativecommons.org/licenses/by/4.0/",
@@ -36,9 +37,7 @@ def _rng(*parts) -> np.random.Generator:
 
 def species_position(sp: Species) -> float:
     """Where a species sits inside its genus, 0..1, so siblings differ but stay close."""
-    siblings = [s for s in all_species() if s.genus == sp.genus]
-    idx = [s.name for s in siblings].index(sp.name)
-    return (idx + 0.5) / len(siblings)
+    return sp.position
 
 
 @dataclass
@@ -103,8 +102,11 @@ class Archive:
     ml_audio: list[Recording]
     ml_photos: list[Photo]
     gbif_audio: list[Recording] = field(default_factory=list)  # sound archives only GBIF publishes
+    world: World = field(default_factory=lambda: DEMO)
+    difficulty: Difficulty = Difficulty()
 
     def __post_init__(self) -> None:
+        self.by_name = {s.name: s for s in self.species}
         recs = self.xc + self.ml_audio + self.gbif_audio + [s for o in self.inat for s in o.sounds]
         photos = self.ml_photos + [p for o in self.inat for p in o.photos]
         self.recordings = {(r.archive, r.id): r for r in recs}
@@ -145,11 +147,13 @@ def _recording(archive: str, rid: int, sp: Species, rng: np.random.Generator, li
 
 
 def build_archive(seed: int = 7, scale: float = 1.0, max_seconds: float | None = None,
-                  audio_format: str | None = None) -> Archive:
+                  audio_format: str | None = None, world: World = DEMO,
+                  difficulty: Difficulty = Difficulty()) -> Archive:
     """The whole archive's metadata; media are rendered on demand from the same seed.
 
-    `max_seconds` and `audio_format` ("wav" or "mp3") make lighter archives for benchmarks."""
-    species = all_species()
+    `max_seconds` and `audio_format` ("wav" or "mp3") make lighter archives for benchmarks; `world` (default:
+    the demo's 34 species) and `difficulty` make bigger, harder ones (world.py)."""
+    species = world.species
     rng = _rng("archive", seed)
     xc, inat, ml_audio, ml_photos = [], [], [], []
     per = lambda lo, hi: max(1, int(round(int(rng.integers(lo, hi + 1)) * scale)))  # noqa: E731
@@ -197,7 +201,8 @@ def build_archive(seed: int = 7, scale: float = 1.0, max_seconds: float | None =
         if audio_format:
             rec.fmt = audio_format
     return Archive(seed, species, sorted(xc, key=lambda r: r.id), sorted(inat, key=lambda o: o.id),
-                   sorted(ml_audio, key=lambda r: r.id), sorted(ml_photos, key=lambda p: p.id), gbif_audio)
+                   sorted(ml_audio, key=lambda r: r.id), sorted(ml_photos, key=lambda p: p.id), gbif_audio,
+                   world, difficulty)
 
 
 def _add_mirrors(xc: list[Recording], ml_audio: list[Recording], rng: np.random.Generator) -> None:
@@ -235,7 +240,7 @@ def _name_as_archives_do(xc: list[Recording], ml_audio: list[Recording]) -> None
     if great:
         great[0].given = {"name": "Parus major [major Group]", "common": "Great Tit (Great)", "code": "gretit3"}
     chickadees = [r for r in ml_audio if r.species.name == "Poecile atricapillus"]
-    next_id = max(r.id for r in ml_audio) + 7
+    next_id = max((r.id for r in ml_audio), default=400000000) + 7
     for i, (code, name, common) in enumerate(EBIRD_EXTRA if chickadees else []):
         ml_audio.append(Recording(**{**chickadees[0].__dict__, "id": next_id + 7 * i, "mirror_of": None,
                                      "given": {"name": name, "common": common, "code": code}}))
@@ -266,42 +271,88 @@ def _note(pattern: str, f0: float, dur: float, sr: int, rng: np.random.Generator
     return (sig * env).astype(np.float32)
 
 
-def synth_audio(rec: Recording) -> np.ndarray:
-    """(frames, channels) float32 in [-1, 1] for a recording, from its species and id."""
-    if rec.mirror_of:  # the original's sound, resampled to this copy's rate
-        archive, rid, rate = rec.mirror_of
-        orig = synth_audio(Recording(**{**rec.__dict__, "archive": archive, "id": rid, "rate": rate, "mirror_of": None}))
-        return orig if rate == rec.rate else soxr.resample(orig, rate, rec.rate).astype(np.float32)
-    sp, sr = rec.species, rec.rate
-    rng = _rng("audio", rec.archive, rec.id)
+def _phrases(sp: Species, seconds: float, sr: int, rng: np.random.Generator, out: np.ndarray, wobble: float,
+             jitter: tuple[float, float] = (1.0, 1.0), gain: float = 1.0) -> None:
+    """A species' phrases added into `out`: pitch from its family band and place in the genus (times the
+    recording's `wobble`), notes per phrase and tempo from that place; `jitter` (pitch, tempo) is an
+    individual's spread."""
     pos = species_position(sp)
     lo, hi = sp.band
-    f0 = (lo + (hi - lo) * (0.15 + 0.7 * pos)) * float(rng.uniform(0.98, 1.02))
+    f0 = (lo + (hi - lo) * (0.15 + 0.7 * pos)) * wobble * jitter[0]
     notes = 2 + int(round(pos * 4))                     # species: notes per phrase
-    note_dur = {"harmonic": 0.35, "buzz": 0.25}.get(sp.pattern, 0.08 + 0.12 * pos)
-    gap = 0.04 + 0.1 * (1 - pos)
-    n = int(rec.seconds * sr)
-    out = (rng.normal(0, 1, n) * 0.004).astype(np.float32)  # quiet background
+    note_dur = {"harmonic": 0.35, "buzz": 0.25}.get(sp.pattern, 0.08 + 0.12 * pos) * jitter[1]
+    gap = (0.04 + 0.1 * (1 - pos)) * jitter[1]
+    n = len(out)
     t = float(rng.uniform(0.2, 1.0))
-    while t < rec.seconds - 0.5:
+    while t < seconds - 0.5:
         for k in range(notes):
             start = int((t + k * (note_dur + gap)) * sr)
             f = f0 * (1.0 if k % 2 == 0 or sp.pattern != "whistle" else 0.8)
-            note = _note(sp.pattern, f, note_dur, sr, rng) * float(rng.uniform(0.25, 0.5))
+            note = _note(sp.pattern, f, note_dur, sr, rng) * float(rng.uniform(0.25, 0.5)) * gain
             end = min(n, start + len(note))
             if start >= n:
                 break
             out[start:end] += note[: end - start]
         t += notes * (note_dur + gap) + float(rng.uniform(0.8, 2.5))
+
+
+def _lowpass(x: np.ndarray, cutoff: float, sr: int) -> np.ndarray:
+    from scipy.signal import butter, sosfilt
+    return sosfilt(butter(2, min(cutoff, sr * 0.45), fs=sr, output="sos"), x).astype(np.float32)
+
+
+def _field_noise(n: int, sr: int, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Brown-ish background (wind, distant traffic) with slow gusts, at `level` peak."""
+    white = rng.normal(0, 1, n).astype(np.float32)
+    bed = _lowpass(white, 600.0, sr) * 4 + white * 0.15
+    gust = 0.6 + 0.4 * np.sin(2 * np.pi * float(rng.uniform(0.05, 0.3)) * np.arange(n) / sr + float(rng.uniform(0, 6)))
+    bed *= gust.astype(np.float32)
+    return (bed / (np.abs(bed).max() + 1e-9) * level).astype(np.float32)
+
+
+def synth_audio(rec: Recording, difficulty: Difficulty | None = None,
+                others: dict[str, Species] | None = None) -> np.ndarray:
+    """(frames, channels) float32 in [-1, 1] for a recording, from its species and id; with a difficulty,
+    field conditions drawn for this recording on their own random stream (the clean sound stays as it was).
+    `others` names the species a background species (`also`) can be voiced by."""
+    if rec.mirror_of:  # the original's sound, resampled to this copy's rate
+        archive, rid, rate = rec.mirror_of
+        orig = synth_audio(Recording(**{**rec.__dict__, "archive": archive, "id": rid, "rate": rate, "mirror_of": None}),
+                           difficulty, others)
+        return orig if rate == rec.rate else soxr.resample(orig, rate, rec.rate).astype(np.float32)
+    sp, sr = rec.species, rec.rate
+    rng = _rng("audio", rec.archive, rec.id)
+    wobble = float(rng.uniform(0.98, 1.02))
+    n = int(rec.seconds * sr)
+    out = (rng.normal(0, 1, n) * 0.004).astype(np.float32)  # quiet background
+    d = difficulty if difficulty is not None and difficulty.any() else None
+    if d is None:
+        _phrases(sp, rec.seconds, sr, rng, out, wobble)
+    else:
+        conds = _rng("field", rec.archive, rec.id)
+        v = d.variation
+        jitter = (1 + float(conds.uniform(-v, v)), 1 + float(conds.uniform(-v, v)))
+        calls = np.zeros(n, np.float32)
+        _phrases(sp, rec.seconds, sr, rng, calls, wobble, jitter)
+        if conds.random() < d.distance:   # far away: quieter, and the highs lost on the way
+            calls = _lowpass(calls, float(conds.uniform(1500, 4000)), sr) * float(conds.uniform(0.15, 0.4))
+        out += calls
+        back = (others or {}).get(rec.also[0]) if rec.also else None
+        if back is not None and conds.random() < d.overlap:   # the background species is heard too
+            _phrases(back, rec.seconds, sr, conds, out, float(conds.uniform(0.98, 1.02)),
+                     gain=float(conds.uniform(0.3, 0.8)))
+        if d.noise:
+            out += _field_noise(n, sr, 0.4 * d.noise * float(conds.uniform(0.4, 1.0)), conds)
     out = np.clip(out, -1, 1)
     if rec.channels == 2:
         return np.stack([out, out * 0.9], axis=1)
     return out[:, None]
 
 
-def render_audio(rec: Recording) -> tuple[bytes, str]:
+def render_audio(rec: Recording, difficulty: Difficulty | None = None,
+                 others: dict[str, Species] | None = None) -> tuple[bytes, str]:
     """Encoded bytes and content type for a recording (MP3 or WAV)."""
-    data = synth_audio(rec)
+    data = synth_audio(rec, difficulty, others)
     buf = io.BytesIO()
     if rec.fmt == "wav":
         sf.write(buf, data, rec.rate, format="WAV", subtype="PCM_16")
@@ -328,8 +379,14 @@ def _shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float
         draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
 
 
-def render_image(photo: Photo, width: int | None = None) -> bytes:
-    """A JPEG: family palette for the background, genus shape, species colour and stripes."""
+SHAPES_ALL = ("circle", "square", "triangle", "diamond")
+
+
+def render_image(photo: Photo, width: int | None = None, difficulty: Difficulty | None = None) -> bytes:
+    """A JPEG: family palette for the background, genus shape, species colour and stripes; with weak image
+    cues (difficulty.image_cues < 1) the species colour fades toward the family's, the stripes may be hidden
+    and a distractor shape may stand in the picture (drawn on their own random stream)."""
+    cues = difficulty.image_cues if difficulty is not None else 1.0
     sp = photo.species
     rng = _rng("image", photo.archive, photo.id)
     w, h = photo.width, photo.height
@@ -345,9 +402,18 @@ def render_image(photo: Photo, width: int | None = None) -> bytes:
     draw = ImageDraw.Draw(img)
     r = min(w, h) * float(rng.uniform(0.22, 0.32))
     cx, cy = w * float(rng.uniform(0.35, 0.65)), h * float(rng.uniform(0.35, 0.65))
-    body = _rgb(sp.hue + 180 + 90 * (pos - 0.5), 0.75, 0.55 + 0.3 * pos)
+    weak = _rng("image-cues", photo.archive, photo.id) if cues < 1 else None
+    if weak is not None and weak.random() > cues:   # something else in the frame, of any shape and colour
+        dr = r * float(weak.uniform(0.4, 0.9))
+        _shape(draw, SHAPES_ALL[int(weak.integers(4))], w * float(weak.uniform(0.1, 0.9)), h * float(weak.uniform(0.1, 0.9)),
+               dr, _rgb(float(weak.uniform(0, 360)), 0.7, 0.6))
+    if weak is None:
+        body = _rgb(sp.hue + 180 + 90 * (pos - 0.5), 0.75, 0.55 + 0.3 * pos)
+    else:   # the species' own colour blended toward one shared by its family
+        blend = cues * float(weak.uniform(0.5, 1.0))
+        body = _rgb(sp.hue + 180 + 90 * (pos - 0.5) * blend, 0.75, 0.7 + (0.55 + 0.3 * pos - 0.7) * blend)
     _shape(draw, sp.shape, cx, cy, r, body)
-    stripes = int(round(pos * 3))
+    stripes = int(round(pos * 3)) if weak is None or weak.random() < cues else 0
     for k in range(stripes):
         y = cy - r * 0.5 + k * r * 0.45
         draw.rectangle([cx - r * 0.6, y, cx + r * 0.6, y + r * 0.12], fill=_rgb(sp.hue, 0.1, 0.95))

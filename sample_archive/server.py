@@ -21,6 +21,8 @@ from collections import deque
 
 from bestiary.sample_archive import chat, faults, formats
 from bestiary.sample_archive.generate import Archive, build_archive, render_audio, render_image
+from bestiary.sample_archive.species import DEMO, World
+from bestiary.sample_archive.world import Difficulty
 
 
 
@@ -28,8 +30,9 @@ class SampleArchive:
     """The archive's data plus request counters; shared by the handler threads."""
 
     def __init__(self, seed: int = 7, scale: float = 1.0, latency_ms: float = 0.0, api_key: str | None = None,
-                 max_seconds: float | None = None, audio_format: str | None = None):
-        self.archive: Archive = build_archive(seed, scale, max_seconds, audio_format)
+                 max_seconds: float | None = None, audio_format: str | None = None, world: World = DEMO,
+                 difficulty: Difficulty = Difficulty()):
+        self.archive: Archive = build_archive(seed, scale, max_seconds, audio_format, world, difficulty)
         self.latency = latency_ms / 1000
         self.api_key = api_key
         self.counts: Counter = Counter()
@@ -75,12 +78,12 @@ class SampleArchive:
     @lru_cache(maxsize=256)
     def audio(self, archive: str, rid: int) -> tuple[bytes, str] | None:
         rec = self.archive.recordings.get((archive, rid))
-        return render_audio(rec) if rec else None
+        return render_audio(rec, self.archive.difficulty, self.archive.by_name) if rec else None
 
     @lru_cache(maxsize=256)
     def image(self, archive: str, pid: int, width: int | None) -> bytes | None:
         photo = self.archive.photos.get((archive, pid))
-        return render_image(photo, width) if photo else None
+        return render_image(photo, width, self.archive.difficulty) if photo else None
 
 
 def _qs(url: str) -> dict[str, str]:
@@ -393,8 +396,8 @@ class Handler(BaseHTTPRequestHandler):
         name = " ".join(q.get("name", "").split()[:2]).lower()
         sp = st.by_name.get(name)
         genus = name.split()[0].capitalize() if name else None
-        known_genus = genus if genus and any(s.genus == genus for s in st.archive.species) else None
-        self._json(formats.gbif_match(sp, None if sp else known_genus))
+        of_genus = next((s for s in st.archive.species if s.genus == genus), None) if genus and not sp else None
+        self._json(formats.gbif_match(sp, of_genus))
 
 
 ROUTES = [

@@ -2,11 +2,12 @@
 
 Ids are generated (stable, but not the archives' real ids); names and the tree
 are real.  Each family carries a sound band and an image palette, each genus a
-call pattern and a shape, so media follow the tree.
+call pattern and a shape, so media follow the tree.  The demo's world is the 34
+species below; `world.draw_world` draws bigger ones from a real taxonomy table.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # family: (class, order, band_lo_hz, band_hi_hz, hue 0-360)
 FAMILIES = {
@@ -73,7 +74,8 @@ SPECIES = [
     ("Pseudacris regilla", "Pacific Treefrog", None),
 ]
 # iNaturalist's real ids for the upper ranks; lower ranks get generated ids.
-INAT_UPPER = {"Life": 48460, "Animalia": 1, "Chordata": 2, "Aves": 3, "Amphibia": 20978}
+INAT_UPPER = {"Life": 48460, "Animalia": 1, "Chordata": 2, "Aves": 3, "Amphibia": 20978, "Mammalia": 40151}
+GBIF_UPPER = {"Animalia": 1, "Chordata": 44, "Aves": 212, "Amphibia": 131, "Mammalia": 359}
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class Species:
     hue: int
     inat_id: int
     gbif_key: int
+    position: float = 0.5                      # where it sits inside its genus, 0..1: siblings differ, stay close
+    inat_higher: tuple[int, ...] = ()          # iNaturalist ids, kingdom to genus
+    gbif_higher: tuple[int, ...] = ()          # GBIF keys, kingdom to genus
 
     @property
     def epithet(self) -> str:
@@ -99,28 +104,66 @@ class Species:
 
     @property
     def group(self) -> str:
-        return "birds" if self.klass == "Aves" else "frogs"
+        return {"Aves": "birds", "Amphibia": "frogs", "Mammalia": "land mammals"}.get(self.klass, "birds")
+
+    def gbif_keys(self) -> dict[str, int]:
+        """Name -> GBIF key for its lineage (the species included)."""
+        names = [n for _, n in lineage(self)]
+        return dict(zip(names, list(self.gbif_higher) + [self.gbif_key]))
 
 
 def _ids(names: list[str], start: int) -> dict[str, int]:
     return {n: start + i for i, n in enumerate(names)}
 
 
+@dataclass
+class World:
+    """Families (class, order, band lo, band hi, hue), genera (family, call pattern, shape) and species
+    (scientific name, common name, eBird code or None): the tree the archive's media follow."""
+    families: dict[str, tuple[str, str, int, int, int]]
+    genera: dict[str, tuple[str, str, str]]
+    rows: list[tuple[str, str, str | None]]
+    name: str = "demo"
+    species: list[Species] = field(init=False)
+    inat_ids: dict[str, int] = field(init=False)
+    gbif_keys: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        orders = sorted({v[1] for v in self.families.values()})
+        families, genera = sorted(self.families), sorted(self.genera)
+        self.inat_ids = {**INAT_UPPER, **_ids(orders, 910000), **_ids(families, 920000), **_ids(genera, 930000)}
+        big = len(families) >= 100 or len(genera) >= 100   # the demo's ranges hold 100 of each
+        self.gbif_keys = {**GBIF_UPPER, **_ids(orders, 7000100), **_ids(families, 7001000 if big else 7000200),
+                          **_ids(genera, 7010000 if big else 7000300)}
+        siblings: dict[str, list[str]] = {}
+        for name, _, _ in self.rows:
+            siblings.setdefault(name.split()[0], []).append(name)
+        out = []
+        for i, (name, common, code) in enumerate(self.rows):
+            genus = name.split()[0]
+            family, pattern, shape = self.genera[genus]
+            klass, order, lo, hi, hue = self.families[family]
+            sib = siblings[genus]
+            upper = ["Animalia", "Chordata", klass, order, family, genus]
+            out.append(Species(i, name, common, code, genus, family, order, klass, pattern, shape, (lo, hi), hue,
+                               940000 + i, 7100000 + i, (sib.index(name) + 0.5) / len(sib),
+                               tuple(self.inat_ids[n] for n in upper), tuple(self.gbif_keys[n] for n in upper)))
+        self.species = out
+
+    def genus_species(self, genus: str) -> Species | None:
+        """A species of this genus (its lineage above the species is the genus's)."""
+        return next((s for s in self.species if s.genus == genus), None)
+
+
+DEMO = World(FAMILIES, GENERA, SPECIES)
 ORDERS = sorted({v[1] for v in FAMILIES.values()})
-INAT_IDS = {**INAT_UPPER, **_ids(ORDERS, 910000), **_ids(sorted(FAMILIES), 920000), **_ids(sorted(GENERA), 930000)}
-GBIF_KEYS = {"Animalia": 1, "Chordata": 44, "Aves": 212, "Amphibia": 131,
-             **_ids(ORDERS, 7000100), **_ids(sorted(FAMILIES), 7000200), **_ids(sorted(GENERA), 7000300)}
+INAT_IDS = DEMO.inat_ids
+GBIF_KEYS = DEMO.gbif_keys
 
 
 def all_species() -> list[Species]:
-    out = []
-    for i, (name, common, code) in enumerate(SPECIES):
-        genus = name.split()[0]
-        family, pattern, shape = GENERA[genus]
-        klass, order, lo, hi, hue = FAMILIES[family]
-        out.append(Species(i, name, common, code, genus, family, order, klass, pattern, shape,
-                           (lo, hi), hue, 940000 + i, 7100000 + i))
-    return out
+    """The demo world's species."""
+    return DEMO.species
 
 
 def lineage(sp: Species) -> list[tuple[str, str]]:

@@ -124,3 +124,19 @@ def test_a_model_with_random_weights_scores_chance_on_every_task(tiny_build, tmp
     # and never many tasks
     assert all(n <= 1 for n in outside.values()), outside
     assert sum(outside.values()) <= 0.1 * tasks, outside
+
+
+def test_seeds_summary_is_the_mean_and_sample_sd_of_each_figure():
+    from bestiary.training.evaluate import format_seeds, summarize_seeds
+
+    def report(top1: float, top5: float) -> dict:
+        r = {"top1": top1, "top5": top5, "top1_ci": [0, 1], "top5_ci": [0, 1], "chance_top1": 0.1,
+             "chance_top5": 0.5, "classes": 10, "queries": 40}
+        return {"zero_shot": {"seen": {"common": r}}, "retrieval": {}}
+    summary = summarize_seeds([report(0.2, 0.6), report(0.4, 0.8), report(0.6, 1.0)])
+    (name, row), = summary.items()
+    assert name == "zero-shot seen (common, 10 species)" and row["seeds"] == 3
+    assert row["top1_mean"] == 0.4 and row["top1_sd"] == 0.2 and row["top5_mean"] == 0.8 and row["top5_sd"] == 0.2
+    assert row["top1_by_seed"] == [0.2, 0.4, 0.6]
+    assert "0.400 ± 0.200" in format_seeds(summary)
+    assert summarize_seeds([report(0.3, 0.7)])[name]["top1_sd"] == 0.0
