@@ -191,7 +191,8 @@ def write_card(cfg: BuildConfig, manifest: dict, stats: dict, card: dict) -> str
         "'attribution/*.parquet' group by all\"`): "
         + ", ".join(f"{n} {role}s" for role, n in sorted(people.items())) + ".",
         "## Pairing\nHow each published recording's image was chosen (`same_observation`: the recording's own "
-        "observation; otherwise another observation of the species in the same split):\n\n"
+        "observation; `same_species`: another observation of the species in the same split; `none`: no image of "
+        "the species in the split, an audio-text sample):\n\n"
         + _table(["pairing", "recordings"], sorted(_part(card, "pairing").items())),
         "## Sources\n" + _table(["source", "audio records"], sorted(sources.items())),
         "## Plots\n" + "\n".join(f"![{p[:-4].replace('_', ' ')}](card/{p})" for p in plots),

@@ -343,6 +343,12 @@ def synth_audio(rec: Recording, difficulty: Difficulty | None = None,
                      gain=float(conds.uniform(0.3, 0.8)))
         if d.noise:
             out += _field_noise(n, sr, 0.4 * d.noise * float(conds.uniform(0.4, 1.0)), conds)
+        if d.recorder:   # the recordist's kit, the same on every one of their recordings
+            kit = _rng("recorder", rec.recordist)
+            cut, level, drive = float(kit.uniform(80, 1200)), float(kit.uniform(0.5, 1.6)), float(kit.uniform(1, 4))
+            from scipy.signal import butter, sosfilt
+            out = sosfilt(butter(2, cut * d.recorder, btype="highpass", fs=sr, output="sos"), out).astype(np.float32)
+            out = (np.tanh(out * level * (1 + (drive - 1) * d.recorder)) / np.tanh(drive)).astype(np.float32)
     out = np.clip(out, -1, 1)
     if rec.channels == 2:
         return np.stack([out, out * 0.9], axis=1)

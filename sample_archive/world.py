@@ -33,6 +33,7 @@ class Difficulty:
     noise: float = 0.0       # background noise, as a share of the calls' peak level (0.6: calls about 4 dB above it)
     overlap: float = 0.0     # the chance a recording also holds phrases of another species of its class
     distance: float = 0.0    # up to this share of recordings far away: quieter and duller (low-passed)
+    recorder: float = 0.0    # how strongly each recordist's own kit colours the sound (high-pass, level, clipping)
     variation: float = 0.0   # individual spread of pitch and tempo (0.06: +-6 %)
     image_cues: float = 1.0  # 1: species colour and stripes as drawn; toward 0 they fade into the family palette
 
@@ -41,8 +42,8 @@ class Difficulty:
 
 
 PRESETS = {"clean": Difficulty(),
-           "field": Difficulty(noise=0.5, overlap=0.3, distance=0.5, variation=0.06, image_cues=0.5),
-           "hard": Difficulty(noise=0.8, overlap=0.5, distance=0.7, variation=0.1, image_cues=0.25)}
+           "field": Difficulty(noise=0.5, overlap=0.3, distance=0.5, recorder=0.5, variation=0.06, image_cues=0.5),
+           "hard": Difficulty(noise=0.8, overlap=0.5, distance=0.7, recorder=1.0, variation=0.1, image_cues=0.25)}
 
 
 def read_table(data: bytes) -> list[dict]:

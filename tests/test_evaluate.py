@@ -140,3 +140,11 @@ def test_seeds_summary_is_the_mean_and_sample_sd_of_each_figure():
     assert row["top1_by_seed"] == [0.2, 0.4, 0.6]
     assert "0.400 ± 0.200" in format_seeds(summary)
     assert summarize_seeds([report(0.3, 0.7)])[name]["top1_sd"] == 0.0
+
+
+def test_retrieval_leaves_out_queries_whose_taxon_has_no_candidate():
+    from bestiary.training.evaluate import taxon_retrieval
+    eye = np.eye(3, dtype=np.float32)
+    # three audio queries; images only of taxa a and b (c's samples are audio-text only)
+    r = taxon_retrieval(eye, ["a", "b", "c"], eye[:2], ["a", "b"])
+    assert r["queries"] == 2 and r["queries_without_candidate"] == 1 and r["top1"] == 1.0

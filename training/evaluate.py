@@ -104,6 +104,11 @@ def taxon_retrieval(query: np.ndarray, query_taxa: list[str], cand: np.ndarray, 
     random in expectation; 95 % bootstrap intervals (over query taxa too with `by_taxon`)."""
     taxa = sorted(set(cand_taxa))
     members = {t: np.array([i for i, c in enumerate(cand_taxa) if c == t]) for t in taxa}
+    # a query whose taxon has no candidate (audio -> image for a species with audio-text samples only) cannot
+    # be answered: it is left out, and counted
+    answerable = [i for i, t in enumerate(query_taxa) if t in members]
+    skipped = len(query_taxa) - len(answerable)
+    query, query_taxa = query[answerable], [query_taxa[i] for i in answerable]
     sims = query @ cand.T
     rng = np.random.default_rng(seed)
     n = min(n_candidates, len(taxa))
@@ -116,6 +121,8 @@ def taxon_retrieval(query: np.ndarray, query_taxa: list[str], cand: np.ndarray, 
     out = _with_ci({}, {k: expected_hits(beat, tie, k) for k in ks}, list(query_taxa) if by_taxon else None)
     out.update({f"chance_top{k}": min(1.0, k / n) for k in ks})
     out["candidates"], out["queries"] = n, len(query_taxa)
+    if skipped:
+        out["queries_without_candidate"] = skipped
     return out
 
 
@@ -173,8 +180,9 @@ def retrieval_suite(model, tok, emb: dict, kind: str = "taxonomy_common", by_tax
             continue
         for level in LEVELS:
             (qe, ql), (ce, cl) = mods[q], mods[c]
-            out[f"{q}_to_{c}_{level}"] = taxon_retrieval(qe, [x[level] for x in ql], ce, [x[level] for x in cl],
-                                                         by_taxon=by_taxon)
+            r = taxon_retrieval(qe, [x[level] for x in ql], ce, [x[level] for x in cl], by_taxon=by_taxon)
+            if r["queries"]:
+                out[f"{q}_to_{c}_{level}"] = r
     return out
 
 
