@@ -29,8 +29,12 @@ def stage(name: str):
                dynamic_ncols=True, leave=False)
     stop = threading.Event()
 
-    def tick() -> None:   # Beam gives no per-record callback in the driver: redraw the clock meanwhile
-        while not stop.wait(1.0):
+    # Beam gives no per-record callback in the driver: redraw the clock meanwhile; each second on a terminal,
+    # each minute into a log file (where a redraw is a new line, not an overwrite)
+    every = 1.0 if sys.stderr.isatty() else 60.0
+
+    def tick() -> None:
+        while not stop.wait(every):
             bar.refresh()
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()

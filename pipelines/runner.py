@@ -59,7 +59,10 @@ def local_runner(runner: RunnerConfig) -> FnApiRunner:
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     # the workers get the user's options only: the runner's own --direct_* ints would come back as
     # floats through the protobuf Struct, and the harness's argument parser would refuse them
-    for_workers = PipelineOptions(list(runner.options), save_main_session=False).to_runner_api()
+    # and the harness logs warnings and errors only, unless the user asks for its INFO lines
+    quiet = [] if any(o.startswith("--default_sdk_harness_log_level") for o in runner.options) else \
+        ["--default_sdk_harness_log_level=WARNING"]
+    for_workers = PipelineOptions(list(runner.options) + quiet, save_main_session=False).to_runner_api()
     provision = ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=for_workers))
     if install():
         return LocalRunner(provision_info=provision)
