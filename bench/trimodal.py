@@ -46,9 +46,10 @@ def cell(r: dict | None, k: int = 1) -> str:
 
 
 def below_chance(report: dict) -> list[str]:
-    """Tasks whose upper 95 % bound is under chance, top-1 or top-5."""
-    return [f"{name} top{k}" for name, r in _rows(report) for k in (1, 5)
-            if r[f"top{k}_ci"][1] < r[f"chance_top{k}"] - 1e-9]
+    """Tasks whose upper 95 % bound is under chance, top-1 or top-5, with how many taxa their queries put
+    first (1: the model ranks every query alike)."""
+    return [f"{name} top{k}" + (f" ({r['distinct_top1']} distinct top-1)" if "distinct_top1" in r else "")
+            for name, r in _rows(report) for k in (1, 5) if r[f"top{k}_ci"][1] < r[f"chance_top{k}"] - 1e-9]
 
 
 def main() -> None:

@@ -148,3 +148,14 @@ def test_retrieval_leaves_out_queries_whose_taxon_has_no_candidate():
     # three audio queries; images only of taxa a and b (c's samples are audio-text only)
     r = taxon_retrieval(eye, ["a", "b", "c"], eye[:2], ["a", "b"])
     assert r["queries"] == 2 and r["queries_without_candidate"] == 1 and r["top1"] == 1.0
+
+
+def test_a_ranking_that_ignores_the_query_is_told_apart():
+    from bestiary.training.evaluate import taxon_retrieval
+    cand = np.eye(4, dtype=np.float32)
+    same = np.tile(np.array([[0.9, 0.1, 0.0, 0.0]], dtype=np.float32), (8, 1))   # every query looks alike
+    taxa = ["b", "b", "c", "c", "d", "d", "b", "c"]                              # and none is of taxon a
+    r = taxon_retrieval(same, taxa, cand, ["a", "b", "c", "d"])
+    assert r["distinct_top1"] == 1 and r["top1"] == 0.0   # below chance (0.25), and flagged as a constant ranking
+    good = taxon_retrieval(cand[[1, 2, 3]], ["b", "c", "d"], cand, ["a", "b", "c", "d"])
+    assert good["distinct_top1"] == 3 and good["top1"] == 1.0

@@ -113,14 +113,19 @@ def taxon_retrieval(query: np.ndarray, query_taxa: list[str], cand: np.ndarray, 
     rng = np.random.default_rng(seed)
     n = min(n_candidates, len(taxa))
     beat, tie = np.zeros(len(query_taxa)), np.zeros(len(query_taxa))
+    firsts: set[str] = set()
     for qi, true in enumerate(query_taxa):
         others = [t for t in taxa if t != true]
         drawn = [others[i] for i in rng.permutation(len(others))[: n - 1]]
         scores = np.array([sims[qi, members[t]].max() for t in [true] + drawn])
         beat[qi], tie[qi] = (scores[1:] > scores[0]).sum(), (scores[1:] == scores[0]).sum()
+        firsts.add(([true] + drawn)[int(scores.argmax())])
     out = _with_ci({}, {k: expected_hits(beat, tie, k) for k in ks}, list(query_taxa) if by_taxon else None)
     out.update({f"chance_top{k}": min(1.0, k / n) for k in ks})
     out["candidates"], out["queries"] = n, len(query_taxa)
+    # how many taxa some query puts first: 1 is a model that ranks every query alike (a tower never trained
+    # for this pair collapses to one direction), whose top-1 is the share of that taxon's queries, not chance
+    out["distinct_top1"] = len(firsts)
     if skipped:
         out["queries_without_candidate"] = skipped
     return out
