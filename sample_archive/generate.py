@@ -296,15 +296,15 @@ def _phrases(sp: Species, seconds: float, sr: int, rng: np.random.Generator, out
         t += notes * (note_dur + gap) + float(rng.uniform(0.8, 2.5))
 
 
-def _lowpass(x: np.ndarray, cutoff: float, sr: int) -> np.ndarray:
+def _filtered(x: np.ndarray, cutoff: float, sr: int, kind: str = "lowpass") -> np.ndarray:
     from scipy.signal import butter, sosfilt
-    return sosfilt(butter(2, min(cutoff, sr * 0.45), fs=sr, output="sos"), x).astype(np.float32)
+    return sosfilt(butter(2, min(cutoff, sr * 0.45), btype=kind, fs=sr, output="sos"), x).astype(np.float32)
 
 
 def _field_noise(n: int, sr: int, level: float, rng: np.random.Generator) -> np.ndarray:
     """Brown-ish background (wind, distant traffic) with slow gusts, at `level` peak."""
     white = rng.normal(0, 1, n).astype(np.float32)
-    bed = _lowpass(white, 600.0, sr) * 4 + white * 0.15
+    bed = _filtered(white, 600.0, sr) * 4 + white * 0.15
     gust = 0.6 + 0.4 * np.sin(2 * np.pi * float(rng.uniform(0.05, 0.3)) * np.arange(n) / sr + float(rng.uniform(0, 6)))
     bed *= gust.astype(np.float32)
     return (bed / (np.abs(bed).max() + 1e-9) * level).astype(np.float32)
@@ -335,7 +335,7 @@ def synth_audio(rec: Recording, difficulty: Difficulty | None = None,
         calls = np.zeros(n, np.float32)
         _phrases(sp, rec.seconds, sr, rng, calls, wobble, jitter)
         if conds.random() < d.distance:   # far away: quieter, and the highs lost on the way
-            calls = _lowpass(calls, float(conds.uniform(1500, 4000)), sr) * float(conds.uniform(0.15, 0.4))
+            calls = _filtered(calls, float(conds.uniform(1500, 4000)), sr) * float(conds.uniform(0.15, 0.4))
         out += calls
         back = (others or {}).get(rec.also[0]) if rec.also else None
         if back is not None and conds.random() < d.overlap:   # the background species is heard too
@@ -346,8 +346,7 @@ def synth_audio(rec: Recording, difficulty: Difficulty | None = None,
         if d.recorder:   # the recordist's kit, the same on every one of their recordings
             kit = _rng("recorder", rec.recordist)
             cut, level, drive = float(kit.uniform(80, 1200)), float(kit.uniform(0.5, 1.6)), float(kit.uniform(1, 4))
-            from scipy.signal import butter, sosfilt
-            out = sosfilt(butter(2, cut * d.recorder, btype="highpass", fs=sr, output="sos"), out).astype(np.float32)
+            out = _filtered(out, cut * d.recorder, sr, "highpass")
             out = (np.tanh(out * level * (1 + (drive - 1) * d.recorder)) / np.tanh(drive)).astype(np.float32)
     out = np.clip(out, -1, 1)
     if rec.channels == 2:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bestiary.sample_archive.species import FAMILIES, GBIF_KEYS, GENERA, all_species
+from bestiary.sample_archive.species import DEMO, all_species, lineage
 
 DATA = Path(__file__).parent / "data"
 COLUMNS = ["taxonID", "datasetID", "parentNameUsageID", "acceptedNameUsageID", "originalNameUsageID",
@@ -50,39 +50,23 @@ def _row(**kw) -> str:
     return "\t".join(str(kw.get(c, "") or "") for c in COLUMNS)
 
 
+def _subspecies(sp, lin: dict) -> list[str]:
+    """A subspecies row after Parus major: trinomials resolve to their species."""
+    if sp.name != "Parus major":
+        return []
+    return [_row(taxonID=7190001, datasetID=BACKBONE_DATASET, parentNameUsageID=sp.gbif_key,
+                 scientificName="Parus major major Linnaeus, 1758", canonicalName="Parus major major",
+                 genericName="Parus", specificEpithet="major", infraspecificEpithet="major",
+                 taxonRank="subspecies", taxonomicStatus="accepted", **lin)]
+
+
 def backbone_lines() -> list[str]:
-    lines = ["\t".join(COLUMNS)]
-    higher = {"Animalia": ("kingdom", None), "Chordata": ("phylum", "Animalia")}
-    for fam, (klass, order, *_rest) in FAMILIES.items():
-        higher.setdefault(klass, ("class", "Chordata"))
-        higher.setdefault(order, ("order", klass))
-        higher[fam] = ("family", order)
-    for genus, (fam, *_r) in GENERA.items():
-        higher[genus] = ("genus", fam)
-    chain: dict[str, dict] = {}
-    for name, (rank, parent) in higher.items():
-        up = dict(chain.get(parent, {})) if parent else {}
-        up[rank] = name
-        chain[name] = up
-    for name, (rank, parent) in sorted(higher.items(), key=lambda kv: GBIF_KEYS[kv[0]]):
-        lines.append(_row(taxonID=GBIF_KEYS[name], datasetID=BACKBONE_DATASET, scientificName=name,
-                          parentNameUsageID=GBIF_KEYS[parent] if parent else "", canonicalName=name,
-                          genericName=name if rank == "genus" else "", taxonRank=rank, taxonomicStatus="accepted",
-                          **{k: v for k, v in chain[name].items()}))
-    species = all_species()
-    by_name = {s.name: s for s in species}
-    for sp in species:
-        lin = chain[sp.genus]
-        author = AUTHORS.get(sp.name, "")
-        lines.append(_row(taxonID=sp.gbif_key, datasetID=BACKBONE_DATASET, parentNameUsageID=GBIF_KEYS[sp.genus],
-                          scientificName=f"{sp.name} {author}".strip(), scientificNameAuthorship=author,
-                          canonicalName=sp.name, genericName=sp.genus, specificEpithet=sp.epithet, taxonRank="species",
-                          taxonomicStatus="accepted", **lin))
-        if sp.name == "Parus major":  # a subspecies row: trinomials resolve to their species
-            lines.append(_row(taxonID=7190001, datasetID=BACKBONE_DATASET, parentNameUsageID=sp.gbif_key,
-                              scientificName="Parus major major Linnaeus, 1758", canonicalName="Parus major major",
-                              genericName="Parus", specificEpithet="major", infraspecificEpithet="major",
-                              taxonRank="subspecies", taxonomicStatus="accepted", **lin))
+    """The demo world's backbone (world.backbone_lines) with authors, a subspecies, real synonyms and a
+    cross-kingdom homonym."""
+    from bestiary.sample_archive.world import backbone_lines as world_lines
+    lines = world_lines(DEMO, AUTHORS, _subspecies)
+    by_name = {s.name: s for s in DEMO.species}
+    chain = {sp.genus: {r: n for r, n in lineage(sp)[:-1]} for sp in DEMO.species}
     for i, (old, new) in enumerate(sorted(SYNONYMS.items())):
         sp = by_name[new]
         g, e = old.split()

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bestiary.sample_archive.species import World
+from collections.abc import Callable
+
+from bestiary.sample_archive.species import Species, World, lineage
 
 PATTERNS = ("whistle", "sweep_down", "sweep_up", "trill", "warble", "harmonic", "buzz")
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -128,28 +130,34 @@ def trait_families(avonet: bytes) -> set[str]:
     return {r.get("Family1", "").strip() for r in reader} - {""}
 
 
-def backbone_lines(world: World) -> list[str]:
-    """A GBIF-backbone-format Taxon.tsv of the world (ids are the world's, names and ranks the table's)."""
+def backbone_lines(world: World, authors: dict[str, str] | None = None,
+                   after_species: Callable[[Species, dict], list[str]] | None = None) -> list[str]:
+    """A GBIF-backbone-format Taxon.tsv of the world: its higher taxa in key order, then its species (with
+    `authors` where given; `after_species(species, lineage)` adds rows after each, such as a subspecies).
+    Ids are the world's, names and ranks the table's."""
     from bestiary.sample_archive.taxonomy_data import BACKBONE_DATASET, COLUMNS, _row
     lines = ["\t".join(COLUMNS)]
     higher: dict[str, tuple[str, str | None, dict]] = {}
     for sp in world.species:
-        chain = {}
-        for rank, name, parent in (("kingdom", "Animalia", None), ("phylum", "Chordata", "Animalia"),
-                                   ("class", sp.klass, "Chordata"), ("order", sp.order, sp.klass),
-                                   ("family", sp.family, sp.order), ("genus", sp.genus, sp.family)):
+        chain: dict[str, str] = {}
+        parent = None
+        for rank, name in lineage(sp)[:-1]:
             chain[rank] = name
             higher.setdefault(name, (rank, parent, dict(chain)))
+            parent = name
     for name, (rank, parent, chain) in sorted(higher.items(), key=lambda kv: world.gbif_keys[kv[0]]):
         lines.append(_row(taxonID=world.gbif_keys[name], datasetID=BACKBONE_DATASET, scientificName=name,
                           parentNameUsageID=world.gbif_keys[parent] if parent else "", canonicalName=name,
                           genericName=name if rank == "genus" else "", taxonRank=rank, taxonomicStatus="accepted",
                           **chain))
     for sp in world.species:
+        lin = higher[sp.genus][2]
+        author = (authors or {}).get(sp.name, "")
         lines.append(_row(taxonID=sp.gbif_key, datasetID=BACKBONE_DATASET, parentNameUsageID=world.gbif_keys[sp.genus],
-                          scientificName=sp.name, canonicalName=sp.name, genericName=sp.genus,
-                          specificEpithet=sp.epithet, taxonRank="species", taxonomicStatus="accepted",
-                          **higher[sp.genus][2]))
+                          scientificName=f"{sp.name} {author}".strip(), scientificNameAuthorship=author,
+                          canonicalName=sp.name, genericName=sp.genus, specificEpithet=sp.epithet,
+                          taxonRank="species", taxonomicStatus="accepted", **lin))
+        lines += after_species(sp, lin) if after_species else []
     return lines
 
 

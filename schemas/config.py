@@ -350,10 +350,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Bu
 
 
 def with_tables_beside(cfg: BuildConfig, config_dir: Path) -> BuildConfig:
-    """The `files` source's tables, when given as relative paths, are where the config file is."""
+    """The tables of a source whose queries name everything it reads (no base_url: `files`), when given as
+    relative paths, are where the config file is."""
+    from bestiary.connectors import registry
     sources = []
     for s in cfg.sources:
-        if s.name == "files":
+        if not registry.get(s.name).needs_base_url:
             qs = [q if "://" in str(q) or Path(str(q)).is_absolute() else str(config_dir / str(q)) for q in s.queries]
             s = s.model_copy(update={"queries": qs})
         sources.append(s)

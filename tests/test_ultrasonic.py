@@ -3,9 +3,6 @@ from Jourjine et al. 2023, Dryad; a mouse USV at 300 kHz from Goffinet et al. 20
 3 channels at 10 kHz), fetched as the wheel from the package index and unpacked, and the stereo 44.1 kHz
 storm petrel from ../shared/fixtures (pykanto, MIT)."""
 import io
-import subprocess
-import sys
-import zipfile
 
 import numpy as np
 import pytest
@@ -14,19 +11,15 @@ import soxr
 
 from bestiary.media.audio import AudioError, Ultrasonic, analyze_audio, band_split, read_clip
 from tests.conftest import fixture_path
+from tests.realdata import wheel_files
 
 RATE = 48000
 
 
 @pytest.fixture(scope="module")
 def vocalpy_examples(tmp_path_factory) -> dict[str, bytes]:
-    where = tmp_path_factory.mktemp("vocalpy")
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "vocalpy==0.10.3", "-d",
-                        str(where)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    wheel = next(where.glob("*.whl"))
-    with zipfile.ZipFile(wheel) as z:
-        return {n.rsplit("/", 1)[-1]: z.read(n) for n in z.namelist() if n.endswith(".wav")}
+    files = wheel_files("vocalpy", "0.10.3", tmp_path_factory.getbasetemp() / "wheels", (".wav",))
+    return {n.rsplit("/", 1)[-1]: data for n, data in files.items()}
 
 
 def in_band_share(x: np.ndarray, rate: int, lo: float = 500.0, hi: float = 16000.0) -> float:

@@ -175,7 +175,7 @@ def retrieval_suite(model, tok, emb: dict, kind: str = "taxonomy_common", by_tax
     for m in emb["meta"]:
         lineage.setdefault(m["taxon"]["accepted_name"], m["taxon"]["lineage"])
     names, text = class_embeddings(model, tok, emb["meta"], kind)
-    has = np.asarray(emb.get("has_image") or [True] * len(emb["species"]), dtype=bool)
+    has = np.asarray(emb["has_image"], dtype=bool)
     mods = {"audio": (emb["audio"], [lineage[s] for s in emb["species"]]),
             "image": (emb["image"][has], [lineage[s] for s, h in zip(emb["species"], has) if h]),
             "text": (text, [lineage[n] for n in names])}
