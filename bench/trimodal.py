@@ -87,8 +87,8 @@ def main() -> None:
         print(f"\ntop-1 mean ± sd over {a.seeds} seeds")
         summaries = {n: summarize_seeds(rs) for n, rs in reports.items()}
         for label, (section, split, task) in ROWS:
-            key = next((k for k, _ in _rows(first[names[0]]) if k.startswith(
-                f"{task.replace('_', ' ')} {split}" if section == "retrieval" else f"zero-shot {split} ({task},")), None)
+            want = figure(first[names[0]], section, split, task)   # the summary is keyed by the table's labels
+            key = next((k for k, r in _rows(first[names[0]]) if r is want), None)
             cells = [f"{summaries[n][key]['top1_mean']:.3f} ± {summaries[n][key]['top1_sd']:.3f}"
                      if key and key in summaries[n] else "-" for n in names]
             print(f"{label:36s}{'':8s}" + "".join(f"{c:>30s}" for c in cells))
