@@ -175,8 +175,11 @@ def run_driver(conf: dict, stages: str) -> dict:
             for p in procs:
                 try:
                     cmd = " ".join(p.cmdline())
+                    # a warm worker is a fork of the worker server, with the server's command line
+                    forked = "warm_workers" in cmd and "warm_workers" in " ".join(p.parent().cmdline())
                     kind = ("driver" if p.pid == proc.pid else "runner" if "jobrun" in cmd
-                            else "worker" if "sdk_worker" in cmd else "other")
+                            else "worker" if "sdk_worker" in cmd or forked
+                            else "worker server" if "warm_workers" in cmd else "other")
                     rss = p.memory_info().rss
                     peaks[p.pid] = (kind, max(rss, peaks.get(p.pid, (kind, 0))[1]))
                 except psutil.Error:

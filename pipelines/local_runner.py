@@ -5,9 +5,10 @@ worker's whole share of a stage's input (it all arrives at once, and the worker
 holds it), and keeps GroupByKey data as decoded Python objects.  A cluster
 runner streams small bundles and keeps shuffles as bytes.  This runner does the
 same on one machine: a stage's input is cut into bundles of at most
-`BUNDLE_BYTES`, each worker takes them one at a time, and grouping buffers hold
+`BUNDLE_BYTES` (and into at least a few per worker, so a small input with heavy
+work spreads), each worker takes them one at a time, and grouping buffers hold
 encoded values.  The SDK workers are unchanged: the harness Dataflow, Flink and
-Spark run.  Both changes sit on FnApiRunner internals; where those are not as
+Spark run (started warm, see warm_workers.py).  Both changes sit on FnApiRunner internals; where those are not as
 expected (another Beam version), the stock behaviour is kept and logged.
 """
 from __future__ import annotations
@@ -19,9 +20,11 @@ import queue
 import threading
 
 from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
+from apache_beam.transforms import environments
 
 log = logging.getLogger(__name__)
 BUNDLE_BYTES = int(os.environ.get("BESTIARY_BUNDLE_BYTES", 16 << 20))
+PARTS_PER_WORKER = 4   # small inputs: bundles enough that a slow one does not leave the other workers idle
 
 
 class CompactGroupingBuffer(execution.GroupingBuffer):
@@ -64,6 +67,9 @@ class CompactGroupingBuffer(execution.GroupingBuffer):
             post.encode_to_stream(wrap((key_impl.decode(encoded_key), values)), out, True)
             yield out.get()
 
+    def encoded_size(self) -> int:
+        return sum(len(k) + sum(map(len, vs)) for k, vs in self._table.items())
+
     def bounded(self, limit: int) -> list[list[bytes]]:
         if self._grouped_output is None:
             parts, cur, size = [], [], 0
@@ -105,11 +111,15 @@ def _split_chunk(chunk: bytes, coder_impl, limit: int) -> list[bytes]:
     return pieces
 
 
-def bounded_parts(buffer, limit: int, fallback: int) -> list[list[bytes]]:
-    """A buffer's data as bundles of at most about `limit` bytes (whole groups for grouped data)."""
+def bounded_parts(buffer, limit: int, workers: int) -> list[list[bytes]]:
+    """A buffer's data as bundles of at most about `limit` bytes (whole groups for grouped data), and in
+    at least PARTS_PER_WORKER bundles a worker where it has that many elements: a small input with heavy
+    work per element (media analysis, shard writing) must not go to one worker whole."""
+    parts = PARTS_PER_WORKER * workers
     if isinstance(buffer, CompactGroupingBuffer) and buffer._compact:
-        return buffer.bounded(limit)
+        return buffer.bounded(min(limit, max(1, -(-buffer.encoded_size() // parts))))
     if isinstance(buffer, execution.ListBuffer) and not buffer.cleared:
+        limit = min(limit, max(1, -(-sum(len(c) for c in buffer._inputs) // parts)))
         parts, cur, size = [], [], 0
         for chunk in buffer._inputs:
             for piece in (_split_chunk(chunk, buffer._coder_impl, limit) if len(chunk) > limit else [chunk]):
@@ -121,7 +131,7 @@ def bounded_parts(buffer, limit: int, fallback: int) -> list[list[bytes]]:
         if cur:
             parts.append(cur)
         return parts or [[]]
-    return buffer.partition(fallback)
+    return buffer.partition(workers)
 
 
 class _OneWorker:
@@ -194,9 +204,27 @@ class BoundedBundleManager(fn_runner.ParallelBundleManager):
 
 class LocalRunner(fn_runner.FnApiRunner):
     """FnApiRunner with bounded bundles (multi-worker stages) and compact grouping buffers.  It keeps the
-    size of the last graph it ran (the runner API proto it was handed), so nothing serialises it twice."""
+    size of the last graph it ran (the runner API proto it was handed), so nothing serialises it twice.
+    With a `worker_command`, multi-processing workers are started by that command (the warm workers'
+    fork client) instead of a fresh `python -m ...sdk_worker_main`."""
 
     last_graph_bytes: int = 0
+
+    def __init__(self, *args, worker_command: str | None = None, **kwargs):
+        self._worker_command = worker_command
+        super().__init__(*args, **kwargs)
+
+    # FnApiRunner.run_pipeline sets the default environment to the stock subprocess command whenever the mode
+    # is multi_processing; a property is the one place that sees it, so the warm command replaces it there
+    @property
+    def _default_environment(self):
+        return self._environment
+
+    @_default_environment.setter
+    def _default_environment(self, env) -> None:
+        if self._worker_command and isinstance(env, environments.SubprocessSDKEnvironment):
+            env = environments.SubprocessSDKEnvironment.from_command_string(self._worker_command)
+        self._environment = env
 
     def run_via_runner_api(self, pipeline_proto, options):
         self.last_graph_bytes = len(pipeline_proto.SerializeToString())

@@ -25,7 +25,7 @@ from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.hosts import HostWork, host_slot
 from bestiary.schemas.config import MediaConfig
 
-ANALYSIS_VERSION = "a3"   # bump when clip choice or fingerprints change: derived files are then made again
+ANALYSIS_VERSION = "a4"   # bump when clip choice or fingerprints change: derived files are then made again
 PROBE_SCHEMA = pa.schema([
     ("kind", pa.string()), ("key", pa.string()), ("url", pa.string()), ("media_fp", pa.string()),
     ("blob", pa.string()), ("pcm_sha256", pa.string()), ("codes", pa.binary()), ("sample_rate", pa.int64()),
@@ -175,5 +175,7 @@ class Probe(beam.PTransform):
         ctx = self.ctx
         checked = items | "in cache?" >> beam.ParDo(CheckCache(ctx)).with_outputs("fetch", main="cached")
         fetched = (checked.fetch | "host groups" >> beam.GroupByKey() | "fetch" >> beam.ParDo(FetchMedia(ctx)))
-        return ((checked.cached, fetched | "spread fetched" >> beam.Reshuffle()) | "to analyse" >> beam.Flatten()
-                | "analyse" >> beam.ParDo(AnalyzeMedia(ctx)))
+        # the analysis is most of a build's CPU: spread it over every worker (a stage's input arrives in
+        # bundles of megabytes, and the probe items of a whole demo fit in one, which one worker would take)
+        return ((checked.cached, fetched) | "to analyse" >> beam.Flatten()
+                | "spread" >> beam.Reshuffle() | "analyse" >> beam.ParDo(AnalyzeMedia(ctx)))

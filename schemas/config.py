@@ -191,6 +191,9 @@ class RunnerConfig(_Frozen):
     workers: int = Field(1, ge=1)
     options: list[str] = []   # more Beam pipeline options, e.g. --s3_endpoint_url=...; never secrets
     job_process: bool = False  # run each pipeline from its serialized graph in a separate process
+    # multi_processing: workers forked from one process that has imported Beam and bestiary once (the same
+    # SDK harness, without ~2 CPU-s of start-up per worker and pipeline); false: a fresh interpreter each
+    warm_workers: bool = True
 
     @model_validator(mode="after")
     def _portable_names_its_runner(self):

@@ -28,6 +28,7 @@ def small_config(url: str, out: str, **extra) -> dict:
     return cfg
 
 
+@pytest.mark.slow   # about two minutes (two builds, one on moto's s3): `make test-all`
 @pytest.mark.timeout(600)
 def test_multi_process_build_on_s3_matches_the_single_process_build(archive_server, s3, tmp_path):
     _, url = archive_server

@@ -147,3 +147,12 @@ def test_bad_images_get_reasons():
     with pytest.raises(ImageError) as err:  # 50,000 x 50,000: rejected before decoding
         prepare_image(bomb_png())
     assert err.value.reason == "image_too_large"
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6, 7, 8, 12])
+def test_mono_mix_is_numpys_channel_mean_bit_for_bit(channels):
+    """The column-by-column mix gives exactly numpy's mean, so PCM hashes do not depend on which is used."""
+    from bestiary.media.audio import _mono
+    block = np.random.default_rng(channels).uniform(-1, 1, (48_000, channels)).astype(np.float32)
+    assert np.array_equal(_mono(block), block.mean(axis=1))
+    assert _mono(block).dtype == np.float32

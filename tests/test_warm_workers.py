@@ -1,0 +1,98 @@
+"""Multi-processing workers forked from the warm worker server: real Beam pipelines on the local runner's
+multi-processing mode, the server's lifetimes, and the fork client's exit codes."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import apache_beam as beam
+import psutil
+import pytest
+
+from bestiary.pipelines import warm_workers
+from bestiary.pipelines.runner import pipeline
+from bestiary.schemas.config import RunnerConfig
+
+
+def run_tagged(out: str, warm: bool) -> list[tuple[int, int, int]]:
+    """64 elements through a two-worker pipeline; (element, worker pid, worker's parent pid) each."""
+    def where(x: int) -> str:   # local: pickled by value, as the test module is not importable by workers
+        import os
+        return f"{x} {os.getpid()} {os.getppid()}"
+
+    runner = RunnerConfig(mode="multi_processing", workers=2, warm_workers=warm)
+    with pipeline(runner, "tagged") as p:
+        _ = (p | beam.Create(range(64)) | beam.Reshuffle() | beam.Map(where)
+             | beam.io.WriteToText(out, num_shards=1))
+    rows = [tuple(map(int, line.split())) for f in glob.glob(out + "*") for line in open(f)]
+    return sorted(rows)
+
+
+@pytest.mark.timeout(300)
+def test_workers_are_forked_from_the_server_fresh_for_each_pipeline(tmp_path):
+    first = run_tagged(str(tmp_path / "a"), warm=True)
+    server = warm_workers._server
+    assert server is not None and server.poll() is None
+    assert [r[0] for r in first] == list(range(64))     # every element, once
+    assert {r[2] for r in first} == {server.pid}          # every worker a child of the server
+    assert len({r[1] for r in first}) == 2                # the work spread over both workers
+    second = run_tagged(str(tmp_path / "b"), warm=True)
+    assert {r[2] for r in second} == {server.pid}
+    assert not {r[1] for r in first} & {r[1] for r in second}   # fresh processes: nothing carried over
+
+
+@pytest.mark.timeout(300)
+def test_cold_workers_give_the_same_output(tmp_path):
+    warm = run_tagged(str(tmp_path / "w"), warm=True)
+    cold = run_tagged(str(tmp_path / "c"), warm=False)
+    assert [r[0] for r in cold] == [r[0] for r in warm]
+    server = warm_workers._server
+    assert server is None or not {r[2] for r in cold} & {server.pid}   # stock subprocess workers
+
+
+def test_a_failing_dofn_fails_the_pipeline_not_hangs(tmp_path):
+    def boom(x):
+        raise ValueError(f"bad element {x}")
+    runner = RunnerConfig(mode="multi_processing", workers=2)
+    with pytest.raises(Exception, match="bad element"):
+        with pipeline(runner, "boom") as p:
+            _ = p | beam.Create(range(4)) | beam.Map(boom)
+
+
+def test_the_client_exits_with_its_workers_code():
+    """A worker without a control endpoint fails at once: the client reports exit 1 (never 0, never a hang)."""
+    path = warm_workers.ensure_server()
+    env = {k: v for k, v in os.environ.items() if k != "CONTROL_API_SERVICE_DESCRIPTOR"}
+    done = subprocess.run(warm_workers.worker_command().split(), env=env, timeout=60, capture_output=True)
+    assert path and done.returncode == 1
+
+
+DRIVER = """
+import sys, time
+from bestiary.pipelines import warm_workers
+warm_workers.ensure_server()
+print(warm_workers._server.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_server_dies_with_the_process_that_started_it():
+    env = {k: v for k, v in os.environ.items() if k != warm_workers.ENV}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, env=env,
+                              cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    server_pid = int(driver.stdout.readline())
+    assert psutil.pid_exists(server_pid)
+    driver.send_signal(signal.SIGKILL)   # no atexit, no cleanup: only the lifeline pipe tells the server
+    driver.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the worker server outlived its driver")
