@@ -131,6 +131,7 @@ class Server:
                     self._read(key.fileobj)
                 else:   # a running worker's client: EOF means the runner stopped it
                     if not key.fileobj.recv(4096):
+                        self.sel.unregister(key.fileobj)   # told once; the worker is reaped below
                         self._kill(key.data)
             self._reap()
 
@@ -148,7 +149,12 @@ class Server:
             conn.sendall(b"pong\n")
             conn.close()
             return
-        request = json.loads(line)
+        try:
+            request = json.loads(line)
+            request["env"], request["cwd"]
+        except (ValueError, KeyError, TypeError):   # not our client: refused, the server goes on
+            conn.close()
+            return
         pid = os.fork()
         if pid == 0:
             self._child(conn, request)

@@ -96,3 +96,30 @@ def test_the_server_dies_with_the_process_that_started_it():
         time.sleep(0.05)
     else:
         pytest.fail("the worker server outlived its driver")
+
+
+def test_killing_the_client_stops_its_worker():
+    """The runner stops a worker by killing its command: the forked worker must go with it."""
+    import socket
+    warm_workers.ensure_server()
+    server = psutil.Process(warm_workers._server.pid)
+    with socket.socket() as silent:   # a control endpoint that accepts and never answers: the worker waits on it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        env = {**os.environ, "CONTROL_API_SERVICE_DESCRIPTOR": f'url: "127.0.0.1:{silent.getsockname()[1]}"',
+               "PIPELINE_OPTIONS": "{}", "WORKER_ID": "test-worker"}
+        client = subprocess.Popen(warm_workers.worker_command().split(), env=env, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not server.children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker = server.children()[0]
+        time.sleep(1.0)
+        assert worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE   # waiting, not failed
+        client.kill()
+        client.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE:
+                return
+            time.sleep(0.05)
+        pytest.fail("the worker outlived its client")
