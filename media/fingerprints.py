@@ -5,8 +5,9 @@ The spectral fingerprint follows Haitsma & Kalker's idea: per 200 ms frame (ever
 signs of energy differences between neighbouring bands and frames, 15 bits a
 frame.  A frame's band energies are the sum of seven 50 ms FFT frames at half
 overlap (a Welch estimate of the same 200 ms), a quarter of the work of one
-200 ms FFT every 25 ms; the bands need no finer resolution than 20 Hz.  Pairs of consecutive frame codes index recordings; two recordings that
-share many codes at one time offset are compared bit by bit.
+200 ms FFT every 25 ms; the bands need no finer resolution than 20 Hz.  Pairs
+of consecutive frame codes index recordings; two recordings that share many
+codes at one time offset are compared bit by bit.
 """
 from __future__ import annotations
 
@@ -71,21 +72,23 @@ class Fingerprinter:
             spec = scipy.fft.rfft(frames, n=self.n_fft, axis=1)[:, self.bins]   # float32 in, complex64 out
             power = spec.real ** 2 + spec.imag ** 2
             rows = np.concatenate([self.tail, (power @ self.band_matrix).astype(np.float64)])
-            self.tail = rows[len(rows) - (SPAN - 1):]
-            if len(rows) < SPAN:
-                self.carry = data[n * self.hop:]
-                return
-            run = np.concatenate([np.zeros((1, BANDS)), np.cumsum(rows, axis=0)])
-            e = np.log(np.maximum(run[SPAN:] - run[:-SPAN], 0.0) + 1e-10)   # 200 ms band energies
-            d = e[:, :-1] - e[:, 1:]                              # band differences ...
-            if self.last_diff is not None:
-                d = np.concatenate([self.last_diff[None], d])
-            bits = (d[1:] - d[:-1]) > 0                            # ... and their change over time
-            self.last_diff = d[-1]
-            codes = (bits.astype(np.uint32) @ self.weights).astype(np.uint16)
-            self.codes.append(codes)
-            self.n_codes += len(codes)
+            self.tail = rows[-(SPAN - 1):]
+            if len(rows) >= SPAN:
+                self._code(rows)
         self.carry = data[n * self.hop:]
+
+    def _code(self, rows: np.ndarray) -> None:
+        """Codes of the 200 ms frames that these FFT frames' band energies complete."""
+        run = np.concatenate([np.zeros((1, BANDS)), np.cumsum(rows, axis=0)])
+        e = np.log(np.maximum(run[SPAN:] - run[:-SPAN], 0.0) + 1e-10)   # 200 ms band energies
+        d = e[:, :-1] - e[:, 1:]                              # band differences ...
+        if self.last_diff is not None:
+            d = np.concatenate([self.last_diff[None], d])
+        bits = (d[1:] - d[:-1]) > 0                            # ... and their change over time
+        self.last_diff = d[-1]
+        codes = (bits.astype(np.uint32) @ self.weights).astype(np.uint16)
+        self.codes.append(codes)
+        self.n_codes += len(codes)
 
     def result(self) -> tuple[str, np.ndarray]:
         """(sha256 of the 16-bit PCM, uint16 code per frame)."""

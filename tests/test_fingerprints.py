@@ -144,3 +144,20 @@ def test_three_hour_recording_keeps_memory_bounded():
         tracemalloc.stop()
     assert abs(info.seconds - seconds) < 1 and len(clips) == 3
     assert clips_peak < whole / 10 and fp_peak < whole / 10, (clips_peak, fp_peak, whole)
+
+
+@pytest.mark.parametrize("block", [100, 700, 5000, 48_000 * 5])
+def test_codes_do_not_depend_on_how_the_audio_is_cut_into_blocks(finch, block):
+    """A stream fed in blocks of any size gives the codes of the whole recording in one block (the 200 ms
+    frames straddle blocks: the last FFT frames' band energies carry over)."""
+    from bestiary.media.fingerprints import Fingerprinter
+    _, x, rate = finch
+    mono = x if x.ndim == 1 else x.mean(axis=1)
+    whole = Fingerprinter(rate)
+    whole.update(mono)
+    parts = Fingerprinter(rate)
+    for i in range(0, len(mono), block):
+        parts.update(mono[i:i + block])
+    assert parts.result()[0] == whole.result()[0]
+    assert len(whole.result()[1]) > 100
+    assert np.array_equal(parts.result()[1], whole.result()[1])
