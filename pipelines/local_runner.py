@@ -8,8 +8,9 @@ same on one machine: a stage's input is cut into bundles of at most
 `BUNDLE_BYTES` (and into at least a few per worker, so a small input with heavy
 work spreads), each worker takes them one at a time, and grouping buffers hold
 encoded values.  The SDK workers are unchanged: the harness Dataflow, Flink and
-Spark run (started warm, see warm_workers.py).  Both changes sit on FnApiRunner internals; where those are not as
-expected (another Beam version), the stock behaviour is kept and logged.
+Spark run (started warm, see warm_workers.py).  Both changes sit on FnApiRunner
+internals; where those are not as expected (another Beam version), the stock
+behaviour is kept and logged.
 """
 from __future__ import annotations
 
@@ -115,11 +116,11 @@ def bounded_parts(buffer, limit: int, workers: int) -> list[list[bytes]]:
     """A buffer's data as bundles of at most about `limit` bytes (whole groups for grouped data), and in
     at least PARTS_PER_WORKER bundles a worker where it has that many elements: a small input with heavy
     work per element (media analysis, shard writing) must not go to one worker whole."""
-    parts = PARTS_PER_WORKER * workers
+    at_least = PARTS_PER_WORKER * workers
     if isinstance(buffer, CompactGroupingBuffer) and buffer._compact:
-        return buffer.bounded(min(limit, max(1, -(-buffer.encoded_size() // parts))))
+        return buffer.bounded(min(limit, max(1, -(-buffer.encoded_size() // at_least))))
     if isinstance(buffer, execution.ListBuffer) and not buffer.cleared:
-        limit = min(limit, max(1, -(-sum(len(c) for c in buffer._inputs) // parts)))
+        limit = min(limit, max(1, -(-sum(len(c) for c in buffer._inputs) // at_least)))
         parts, cur, size = [], [], 0
         for chunk in buffer._inputs:
             for piece in (_split_chunk(chunk, buffer._coder_impl, limit) if len(chunk) > limit else [chunk]):

@@ -60,12 +60,13 @@ def ensure_server(timeout: float = 60.0) -> str | None:
     path = os.environ.get(ENV)
     if path and _alive(path):
         return path
-    if not hasattr(os, "fork") or sys.platform != "linux":
+    if sys.platform != "linux":   # forking a process that has loaded these libraries is safe on Linux only
         return None
     path = os.path.join(tempfile.mkdtemp(prefix="bestiary-workers-"), "sock")
     # stdin is the lifeline: when this process ends, the server reads EOF and ends with its workers
     _server = subprocess.Popen([sys.executable, "-m", "bestiary.pipelines.warm_workers", path],
                                stdin=subprocess.PIPE)
+    atexit.unregister(stop_server)   # once, however many servers this process starts
     atexit.register(stop_server)
     t0 = time.monotonic()
     while not _alive(path):
@@ -87,7 +88,7 @@ def stop_server() -> None:
         except subprocess.TimeoutExpired:
             _server.kill()
             _server.wait()
-    if _server is not None and os.environ.get(ENV, "").startswith(tempfile.gettempdir()):
+    if _server is not None:   # this process started it, so the variable is this process's to take back
         os.environ.pop(ENV, None)
     _server = None
 
