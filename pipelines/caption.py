@@ -144,6 +144,13 @@ def _tally(row: dict):
     yield "completion_tokens", row["completion_tokens"]
 
 
+WORDS_KEPT = 100_000
+
+
+def _by_count(kv: tuple[str, int]) -> tuple[int, str]:
+    return -kv[1], kv[0]   # the most frequent first; ties by the word, so every runner keeps the same ones
+
+
 class Caption(beam.PTransform):
     def __init__(self, ctx: RunContext):
         super().__init__()
@@ -166,7 +173,8 @@ class Caption(beam.PTransform):
             kind = cfg.captions.default
             caps = pairs | "caption" >> beam.FlatMap(safe_caption, kind)
         caps | "write captions" >> WriteTable(ctx.path("catalog", "captions"), CAPTION_SCHEMA)
-        # the tokenizer's corpus: word counts of the seen species' captions (bounded by the vocabulary)
+        # the tokenizer's corpus: word counts of the seen species' captions, the WORDS_KEPT most frequent (an
+        # LLM's vocabulary grows with its captions; a 4,000-token BPE learns from the head)
         seen_keys = pairs | "seen only" >> beam.FlatMap(
             lambda p: [p[0]["key"]] if not taxon_is_unseen(p[1]["taxon_id"], cfg.splits) else [])
         words = (({"cap": caps | "cap by key" >> beam.Map(lambda c: (c["key"], c["captions"])),
@@ -175,7 +183,8 @@ class Caption(beam.PTransform):
                   | "words" >> beam.FlatMap(lambda kv: [w for caps_ in kv[1]["cap"] if kv[1]["seen"]
                                                         for c in caps_ for w in words_of(c["text"])]))
                  | "word pairs" >> beam.Map(lambda w: (w, 1)) | "word counts" >> beam.CombinePerKey(sum)
-                 | "word dict" >> beam.combiners.ToDict())
+                 | "most frequent" >> beam.combiners.Top.Of(WORDS_KEPT, key=_by_count, reverse=True)
+                 | "word dict" >> beam.Map(dict))
         _ = words | "write words" >> beam.Map(lambda d: io.write_json(ctx.path("work", "caption-words.json"), d))
         tally = (caps | "tally" >> beam.FlatMap(_tally) | "sum" >> beam.CombinePerKey(sum)
                  | "as dict" >> beam.combiners.ToDict())

@@ -82,7 +82,7 @@ def _taxonomy(enrich: dict) -> str:
     unresolved = enrich.get("unresolved") or {}
     if unresolved:
         parts.append("Unresolved names (kept in the catalog, not in samples):\n" +
-                     _table(["name [reason]", "records"], list(unresolved.items())[:30]))
+                     _table(["name [reason]", "records"], sorted(unresolved.items(), key=lambda kv: (-kv[1], kv[0]))[:30]))
     coverage = enrich.get("trait_coverage") or {}
     if coverage:
         parts.append(_table(["trait", "species with a value"], [[t, f"{100 * v:.0f}%"] for t, v in coverage.items()]))

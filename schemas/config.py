@@ -111,7 +111,7 @@ class TaxonomyConfig(_Frozen):
     inat_taxa: str | None = None           # iNaturalist taxa.csv (open data or DwC-A)
     kingdoms: list[str] = ["Animalia"]     # the kingdom guard: homonyms elsewhere never match
     fuzzy_threshold: float = Field(90.0, ge=50, le=100)
-    backbone_parts: int = Field(8, ge=1)   # byte ranges per backbone pass (work units for Beam)
+    backbone_parts: int = Field(8, ge=1)   # byte ranges per pass over the backbone or iNaturalist's taxa (work units)
     traits: list[TraitTableConfig] = []    # earlier tables win a conflict
 
 

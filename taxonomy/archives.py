@@ -64,21 +64,27 @@ def common_name_index(table: dict[str, EbirdTaxon]) -> dict[str, str]:
     return {t.common_name.lower(): t.code for t in table.values() if t.category == "species" and t.common_name}
 
 
+def inat_layout(path: str) -> tuple[str, str]:
+    """(delimiter, id column) of an iNaturalist taxa table: the open-data `taxa.csv` (TAB,
+    taxon_id/ancestry/rank/name/active) or the DwC-A `taxa.csv` (comma, id/scientificName/taxonRank)."""
+    delim = "\t" if "taxon_id" in tables.header(path, "\t") else ","
+    return delim, "taxon_id" if "taxon_id" in tables.header(path, delim) else "id"
+
+
+def inat_taxon(row: dict) -> dict:
+    """One taxa-table row -> what a lookup needs of it."""
+    return {"name": row.get("name") or row.get("scientificName"),
+            "rank": (row.get("rank") or row.get("taxonRank") or "").lower(),
+            "active": (row.get("active") or "true").lower() != "false"}
+
+
 def read_inat_taxa(path: str, ids: set[str]) -> dict[str, dict]:
-    """iNaturalist taxa by id: the open-data `taxa.csv` (TAB, taxon_id/ancestry/rank/name/active) or the
-    DwC-A `taxa.csv` (comma, id/scientificName/taxonRank)."""
-    head = tables.header(path, "\t")
-    delim = "\t" if "taxon_id" in head else ","
-    cols = tables.header(path, delim)
-    id_col = "taxon_id" if "taxon_id" in cols else "id"
+    """iNaturalist taxa by id, the whole table streamed in this process (the build joins by id over ranges)."""
+    delim, id_col = inat_layout(path)
     value_set = pa.array(sorted(ids), pa.string())
-    out = {}
-    for t in tables.scan(path, lambda t: pc.is_in(t[id_col], value_set=value_set), delimiter=delim):
-        for r in t.to_pylist():
-            out[r[id_col]] = {"name": r.get("name") or r.get("scientificName"),
-                              "rank": (r.get("rank") or r.get("taxonRank") or "").lower(),
-                              "active": (r.get("active") or "true").lower() != "false"}
-    return out
+    return {r[id_col]: inat_taxon(r)
+            for t in tables.scan(path, lambda t: pc.is_in(t[id_col], value_set=value_set), delimiter=delim)
+            for r in t.to_pylist()}
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ class Lookup:
 
 def lookup_for(row: dict, ebird: dict[str, EbirdTaxon] | None, inat: dict[str, dict] | None,
                commons: dict[str, str] | None) -> Lookup:
-    code = row.get("taxon_id")
+    code = row.get("source_taxon_id")   # the catalog's own field: an eBird code or an iNaturalist taxon id
     if ebird and row.get("source") == "macaulay" and code and code in ebird:
         sp, why = ebird_species(code, ebird)
         return Lookup(parse_name(sp.sci_name) if sp else ParsedName(why), "ebird_code")

@@ -10,6 +10,7 @@ Two streaming passes, never the whole file in memory:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -69,7 +70,7 @@ def scan_rows(path: str, want: Wanted, start: int = 0, end: int | None = None, c
     return rows
 
 
-def _status(row: dict) -> str:
+def status(row: dict) -> str:
     s = (row.get("taxonomicStatus") or "").lower()
     return "synonym" if "synonym" in s else s  # heterotypic / homotypic / proparte synonym
 
@@ -114,67 +115,99 @@ class Backbone:
             rank = (r.get("taxonRank") or "").lower()
             if rank == "species":
                 self.by_key[(r.get("canonicalName") or "").lower()].append(r)
-            elif rank in HIGHER and _status(r) == "accepted":
+            elif rank in HIGHER and status(r) == "accepted":
                 self.higher[(r.get("kingdom") or "", rank, r.get("canonicalName") or "")] = r["taxonID"]
 
     def lineage(self, taxon_id: str) -> dict:
         """Names and ids from kingdom to species of an accepted species."""
         row = self.by_id[taxon_id]
-        out = {r: row.get(r) or None for r in HIGHER}
-        out["species"] = row.get("canonicalName")
-        for r in HIGHER:
-            out[f"{r}_id"] = self.higher.get((row.get("kingdom") or "", r, out[r] or ""))
-        out["species_id"] = taxon_id
-        return out
-
-    def _accepted(self, rows: list[dict]) -> tuple[set[str], bool]:
-        """Accepted ids the rows stand for, and whether any came through a synonym."""
-        acc = {r["taxonID"] for r in rows if _status(r) == "accepted"}
-        if acc:
-            return acc, False
-        syn = {r.get("acceptedNameUsageID") for r in rows if _status(r) == "synonym" and r.get("acceptedNameUsageID")}
-        if syn:
-            return syn, True
-        return {r["taxonID"] for r in rows if _status(r) == "doubtful"}, False
+        return lineage(row, {r: self.higher.get((row.get("kingdom") or "", r, row.get(r) or "")) for r in HIGHER})
 
     def resolve(self, name: ParsedName, kingdoms: tuple[str, ...] = ("Animalia",), threshold: float | None = 90.0) -> Match:
         """`threshold` None: exact names and synonyms only."""
         if name.kind != "species":
             return Match(None, "unresolved", reason=name.kind)
-        rows = self.by_key.get(name.key, [])
-        ours = [r for r in rows if r.get("kingdom") in kingdoms]
-        if rows and not ours:  # a homonym in another kingdom is not our animal
-            return Match(None, "unresolved", matched_name=rows[0]["canonicalName"],
-                         reason=f"other_kingdom:{rows[0].get('kingdom')}")
-        method, score, matched = "exact", None, name.canonical
-        if not ours and threshold is None:
-            return Match(None, "unresolved", reason="no_match")
-        if not ours:
-            hit = self._fuzzy(name, kingdoms, threshold)
-            if isinstance(hit, Match):
-                return hit
-            matched, score, ours = hit
-            method = "fuzzy"
-        ids, via_synonym = self._accepted(ours)
-        ids = {i for i in ids if i in self.by_id}
-        if len(ids) != 1:
-            return Match(None, "unresolved", score, matched,
-                         reason="ambiguous" if ids else "accepted_usage_missing")
-        if via_synonym:
-            method = "synonym" if method == "exact" else "fuzzy_synonym"
-        return Match(ids.pop(), method, score, matched)
+        hit = exact_rows(self.by_key.get(name.key, []), kingdoms, fuzzy=threshold is not None)
+        if isinstance(hit, Match):
+            return hit
+        method, score, matched, ours = "exact", None, name.canonical, hit
+        if ours is None:
+            block = self.by_word.get("g:" + name.genus.lower(), set()) | self.by_word.get("e:" + name.epithet, set())
+            choices = {k: [r for r in self.by_key[k] if r.get("kingdom") in kingdoms] for k in block}
+            picked = fuzzy_pick(fuzzy_top(name.key, {k: rows for k, rows in choices.items() if rows}, threshold))
+            if isinstance(picked, Match):
+                return picked
+            method, (score, matched, ours) = "fuzzy", picked
+        return settle(ours, self.by_id, method, score, matched)
 
-    def _fuzzy(self, name: ParsedName, kingdoms: tuple[str, ...], threshold: float):
-        block = self.by_word.get("g:" + name.genus.lower(), set()) | self.by_word.get("e:" + name.epithet, set())
-        choices = {k: self.by_key[k] for k in sorted(block) if any(r.get("kingdom") in kingdoms for r in self.by_key[k])}
-        best = process.extract(name.key, list(choices), scorer=fuzz.ratio, score_cutoff=threshold, limit=2)
-        if not best:
-            return Match(None, "unresolved", reason="no_match")
-        if len(best) == 2 and best[1][1] == best[0][1]:
-            return Match(None, "unresolved", best[0][1], best[0][0], reason="fuzzy_ambiguous")
-        key, score, _ = best[0]
-        rows = [r for r in choices[key] if r.get("kingdom") in kingdoms]
-        return rows[0]["canonicalName"], round(float(score), 1), rows
+
+# ---------------------------------------------------------------- one name's resolution, step by step
+# Pure functions: `Backbone.resolve` runs them over an index in memory; the Beam stage runs the same
+# steps as keyed joins (the name's rows, its genus' and epithet's species, its synonyms' accepted rows).
+
+def exact_rows(rows: list[dict], kingdoms: tuple[str, ...], fuzzy: bool = True) -> Match | list[dict] | None:
+    """The rows under a name's key -> the ones in our kingdoms; a Match when the name ends here;
+    None when a fuzzy match comes next."""
+    ours = [r for r in rows if r.get("kingdom") in kingdoms]
+    if rows and not ours:  # a homonym in another kingdom is not our animal
+        return Match(None, "unresolved", matched_name=rows[0]["canonicalName"],
+                     reason=f"other_kingdom:{rows[0].get('kingdom')}")
+    if not ours and not fuzzy:
+        return Match(None, "unresolved", reason="no_match")
+    return ours or None
+
+
+def fuzzy_top(key: str, choices: dict[str, list[dict]], threshold: float) -> list[tuple[float, str, list[dict]]]:
+    """The best two (score, species key, rows) of the candidates at or above the threshold."""
+    best = process.extract(key, sorted(choices), scorer=fuzz.ratio, score_cutoff=threshold, limit=2)
+    return [(float(score), k, choices[k]) for k, score, _ in best]
+
+
+def fuzzy_pick(tops: list[tuple[float, str, list[dict]]]) -> Match | tuple[float, str, list[dict]]:
+    """The candidates' best (from one or several blocks) -> (score, matched name, rows), or why none."""
+    best = sorted({k: (s, k, rows) for s, k, rows in tops}.values(), key=lambda t: (-t[0], t[1]))[:2]
+    if not best:
+        return Match(None, "unresolved", reason="no_match")
+    if len(best) == 2 and best[1][0] == best[0][0]:
+        return Match(None, "unresolved", best[0][0], best[0][1], reason="fuzzy_ambiguous")
+    score, _, rows = best[0]
+    return round(score, 1), rows[0]["canonicalName"], rows
+
+
+def accepted_ids(rows: list[dict]) -> tuple[set[str], bool]:
+    """Accepted ids the rows stand for, and whether any came through a synonym."""
+    acc = {r["taxonID"] for r in rows if status(r) == "accepted"}
+    if acc:
+        return acc, False
+    syn = {r.get("acceptedNameUsageID") for r in rows if status(r) == "synonym" and r.get("acceptedNameUsageID")}
+    if syn:
+        return syn, True
+    return {r["taxonID"] for r in rows if status(r) == "doubtful"}, False
+
+
+def settle(ours: list[dict], present: Container[str], method: str, score: float | None, matched: str | None) -> Match:
+    """The matched rows -> one accepted species, if exactly one of the ids they stand for is in the backbone."""
+    ids, via_synonym = accepted_ids(ours)
+    ids = {i for i in ids if i in present}
+    if len(ids) != 1:
+        return Match(None, "unresolved", score, matched, reason="ambiguous" if ids else "accepted_usage_missing")
+    if via_synonym:
+        method = "synonym" if method == "exact" else "fuzzy_synonym"
+    return Match(ids.pop(), method, score, matched)
+
+
+def lineage(row: dict, higher_ids: dict[str, str | None]) -> dict:
+    """An accepted species' row and its higher taxa's ids -> names and ids from kingdom to species."""
+    out = {r: row.get(r) or None for r in HIGHER}
+    out["species"] = row.get("canonicalName")
+    out.update({f"{r}_id": higher_ids.get(r) for r in HIGHER})
+    out["species_id"] = row["taxonID"]
+    return out
+
+
+def higher_key(kingdom: str | None, rank: str, name: str | None) -> str:
+    """What a higher taxon is known by: its kingdom, rank and name."""
+    return f"{kingdom or ''}|{rank}|{name or ''}"
 
 
 def second_pass(rows: list[dict] | Backbone, names: list[ParsedName], kingdoms: tuple[str, ...],

@@ -73,7 +73,7 @@ def test_ebird_codes_roll_up_or_stop():
     assert ebird_species("y00696", table) == (None, "slash")
     assert ebird_species("nosuch1", table) == (None, "unknown_code")
     commons = common_name_index(table)
-    row = {"source": "xeno-canto", "scientific_name": "", "common_name": "Great Tit", "taxon_id": None}
+    row = {"source": "xeno-canto", "scientific_name": "", "common_name": "Great Tit", "source_taxon_id": None}
     assert lookup_for(row, table, None, commons).name.key == "parus major"     # an English name alone
     processed = read_ebird(str(fixture_path("taxonomy", "ebird_2024_taxonomy.csv")))  # birdnames' shape
     assert processed["gretit1"].sci_name == "Parus major" and processed["gretit1"].category == "species"
@@ -85,7 +85,7 @@ def test_inaturalist_taxa_tables():
     assert open_data["27928"]["active"] is False and "0" not in open_data
     dwca = read_inat_taxa(str(fixture_path("taxonomy", "inat_dwca_taxa.csv")), {"3"})
     assert dwca["3"]["name"] == "Aves" and dwca["3"]["rank"] == "class"
-    row = {"source": "inaturalist", "scientific_name": None, "common_name": None, "taxon_id": "28799"}
+    row = {"source": "inaturalist", "scientific_name": None, "common_name": None, "source_taxon_id": "28799"}
     assert lookup_for(row, None, open_data, None).via == "inat_id"
 
 
@@ -321,3 +321,141 @@ def test_gbif_match_api_path_meets_the_backbone(tiny_build, archive_server, tmp_
     before = state.counts[route]
     run_one(parse_config(conf), "enrich")
     assert state.counts[route] == before
+
+
+# ---------------------------------------------------------------- the keyed resolution in Beam
+
+def _catalog(out, rows: list[dict]) -> None:
+    """A catalog of the lookup columns only: what the enrich stage reads of recordings."""
+    import pyarrow as pa
+    from bestiary.pipelines.enrich import LOOKUP_COLUMNS
+    from bestiary.pipelines.tables import write_part
+    write_part(os.path.join(out, "catalog", "recordings", "part-00000.parquet"),
+               [{c: r.get(c) for c in LOOKUP_COLUMNS} for r in rows], pa.schema([(c, pa.string()) for c in LOOKUP_COLUMNS]))
+
+
+def _misspelt(name: str, i: int) -> str:
+    genus, epithet = name.split()
+    j = 1 + i % (len(epithet) - 1)
+    return f"{genus} {epithet[:j]}{epithet[j]}{epithet[j:]}"   # one letter doubled: a typo a fuzzy match finds
+
+
+@pytest.mark.timeout(600)
+def test_keyed_resolution_agrees_with_the_in_memory_index(tiny_build, big_backbone, tmp_path):
+    """The Beam stage resolves names by keyed joins (name -> rows, genus and epithet -> candidates, synonym ->
+    accepted row, higher taxon -> id), never through a map of all names.  On a 1M-row backbone, with every
+    record of 420 giving its own name (typos of real species, garbage, the hard cases above), each record
+    gets exactly what `Backbone.resolve` over the whole index gives, with the same lineage ids; the coverage
+    report keeps the 100 most frequent unresolved names and counts them all."""
+    from bestiary.pipelines.build import run_one
+    from bestiary.pipelines.enrich import TOP_NAMES
+    from bestiary.sample_archive.species import SPECIES
+    from bestiary.schemas.config import parse_config
+    cfg, _ = tiny_build
+    given = [n for n in CASES for _ in range(2)]
+    given += [_misspelt(sci, i) for i in range(6) for sci, _, _ in SPECIES]                   # 204 typos
+    given += [f"Nonexistus imaginarius{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(194)]  # 194 garbage
+    out = tmp_path / "out"
+    _catalog(str(out), [{"key": f"xeno-canto:{i}", "source": "xeno-canto", "scientific_name": n}
+                        for i, n in enumerate(given)])
+    conf = cfg.model_dump(mode="json") | {"out": str(out)}
+    conf["taxonomy"]["backbone"] = big_backbone
+    run_one(parse_config(conf), "enrich")
+
+    parsed = [parse_name(n) for n in given]
+    index, matches = resolve_all(big_backbone, [p for p in parsed if p.kind == "species"])
+    res = {r["key"]: r for r in io.read_rows(str(out / "catalog" / "resolutions"))}
+    assert len(res) == len(given)
+    for i, p in enumerate(parsed):
+        r = res[f"xeno-canto:{i}"]
+        m = matches[p.key] if p.kind == "species" else index.resolve(p)
+        assert (r["method"], r["taxon_id"], r["score"], r["matched_name"], r["reason"]) == \
+            (m.method, m.taxon_id, m.score, m.matched_name, m.reason), given[i]
+    methods = {r["method"] for r in res.values()}
+    assert {"exact", "synonym", "fuzzy", "unresolved"} <= methods
+    assert sum(r["method"] == "fuzzy" for r in res.values()) >= 150
+    taxa = io.read_rows(str(out / "catalog" / "taxa"))
+    assert {t["taxon_id"] for t in taxa} == {r["taxon_id"] for r in res.values() if r["taxon_id"]}
+    for t in taxa:
+        want = index.lineage(t["taxon_id"])
+        assert {k: t[k] for k in want} == want, t["accepted_name"]
+        if t["accepted_name"] in {sci for sci, _, _ in SPECIES}:    # the sample tree has every higher taxon
+            assert t["family_id"] and t["genus_id"] and t["class_id"], t["accepted_name"]
+    stats = io.read_json(str(out / "work" / "stats-enrich.json"))
+    from collections import Counter
+    unresolved = Counter(f"{r['given_name'] or '(empty)'} [{r['reason']}]" for r in res.values()
+                         if r["method"] == "unresolved")
+    assert stats["unresolved_names"] == len(unresolved) > TOP_NAMES
+    assert len(stats["unresolved"]) == TOP_NAMES and set(stats["unresolved"]) <= set(unresolved)
+    twice = {n for n, c in unresolved.items() if c == 2}
+    assert len(twice) == 5 and all(stats["unresolved"][n] == 2 for n in twice)     # the most frequent kept
+    assert stats["by_method"]["unresolved"] == sum(r["method"] == "unresolved" for r in res.values())
+
+
+def test_enrich_side_inputs_do_not_come_from_names_or_records(tiny_build):
+    """Every side input in the enrich graph is made by one of these transforms, each bounded by
+    species, trait tables, or constant: the Bloom filters (fixed size), the trait tables, eBird's names,
+    the taxa list (one row per species), the trait tables' names' matches, the counters of fixed keys, the
+    100 most frequent names.  A side input built from the names or the records would be a new producer."""
+    import apache_beam as beam
+    from bestiary.pipelines.context import RunContext
+    from bestiary.pipelines.enrich import Enrich
+    from bestiary.schemas.config import parse_config
+    cfg, _ = tiny_build
+    conf = cfg.model_dump(mode="json")
+    conf["taxonomy"]["inat_taxa"] = str(fixture_path("inaturalist", "open_data", "taxa.csv"))
+    p = beam.Pipeline()
+    _ = p | "enrich" >> Enrich(RunContext(parse_config(conf)))
+    proto = p.to_runner_api()
+    producer = {pc: t.unique_name for t in proto.components.transforms.values() for pc in t.outputs.values()
+                if not t.subtransforms}
+    from apache_beam.portability import common_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
+    bounded = {"filter 1", "filter 2", "id filter",     # Bloom filters, 2 MiB whatever goes in
+               "trait tables", "ebird names",            # the tables themselves, by species
+               "taxa list", "join traits",               # one row per accepted species
+               "trait names",                            # the trait tables' names' matches
+               "as dict", "distinct as dict",            # counters of fixed keys (methods, reasons, kinds)
+               "top as dict",                            # the 100 most frequent names of each kind
+               "total"}                                  # WriteTable's (rows, bytes): its part count
+    made_by = set()
+    for t in proto.components.transforms.values():
+        if t.spec.urn == common_urns.primitives.PAR_DO.urn:
+            payload = beam_runner_api_pb2.ParDoPayload.FromString(t.spec.payload)
+            made_by |= {producer[t.inputs[tag]] for tag in payload.side_inputs}
+    assert len(made_by) >= 11 and any("id filter" in n for n in made_by)
+    assert [n for n in made_by if not bounded & set(n.split("/"))] == []
+
+
+def test_archive_codes_and_ids_resolve_in_the_build(tiny_build, tmp_path):
+    """Macaulay's eBird codes and iNaturalist's taxon ids (the catalog's `source_taxon_id`) become names
+    through those archives' tables in the Beam stage; iNaturalist ids are joined with the taxa table by key.
+    Rows without a name of their own resolve only that way; an id the table lacks falls back to the name."""
+    from bestiary.pipelines.build import run_one
+    from bestiary.schemas.config import parse_config
+    cfg, _ = tiny_build
+    taxa = tmp_path / "taxa.csv"   # iNaturalist open data's layout
+    taxa.write_text("taxon_id\tancestry\trank_level\trank\tname\tactive\n"
+                    "12727\t48460/1/2/355675/3\t10\tspecies\tTurdus merula\ttrue\n"
+                    "9083\t48460/1/2/355675/3\t10\tspecies\tSpinus tristis\ttrue\n"
+                    "3\t48460/1/2/355675\t50\tclass\tAves\ttrue\n")
+    rows = [{"key": "macaulay:1", "source": "macaulay", "source_taxon_id": "gretit1"},
+            {"key": "macaulay:2", "source": "macaulay", "source_taxon_id": "blutit", "scientific_name": "Wrong name"},
+            {"key": "inaturalist:1", "source": "inaturalist", "source_taxon_id": "12727"},
+            {"key": "inaturalist:2", "source": "inaturalist", "source_taxon_id": "9083"},
+            {"key": "inaturalist:3", "source": "inaturalist", "source_taxon_id": "3"},          # a class: no species
+            {"key": "inaturalist:4", "source": "inaturalist", "source_taxon_id": "777",
+             "scientific_name": "Parus major"},                                                   # not in the table
+            {"key": "inaturalist:5", "source": "inaturalist", "source_taxon_id": "778"}]
+    out = tmp_path / "out"
+    _catalog(str(out), rows)
+    conf = cfg.model_dump(mode="json") | {"out": str(out)}
+    conf["taxonomy"]["inat_taxa"] = str(taxa)
+    run_one(parse_config(conf), "enrich")
+    res = {r["key"]: r for r in io.read_rows(str(out / "catalog" / "resolutions"))}
+    names = {t["taxon_id"]: t["accepted_name"] for t in io.read_rows(str(out / "catalog" / "taxa"))}
+    got = {k: (r["via"], names.get(r["taxon_id"]) or r["reason"]) for k, r in res.items()}
+    assert got == {"macaulay:1": ("ebird_code", "Parus major"), "macaulay:2": ("ebird_code", "Cyanistes caeruleus"),
+                   "inaturalist:1": ("inat_id", "Turdus merula"), "inaturalist:2": ("inat_id", "Spinus tristis"),
+                   "inaturalist:3": ("inat_id", "genus"), "inaturalist:4": ("name", "Parus major"),
+                   "inaturalist:5": ("name", "empty")}
