@@ -14,7 +14,10 @@ keeps every stage boundary in memory: what a cluster's shuffle holds), and every
 Media (`--media N`): serve-sample with enough species records for N recordings of at most 4 s, a full
 build (probe: fetch and decode once; materialize), same figures.
 
-Usage: python bench/scale.py [--sizes 10000,100000,1000000] [--media 100000] [--workers 2]
+`--own-names`: every record misspells its species its own way, so the enrich stage meets as many distinct
+names as records (the name joins must stay keyed: no map of all names in any worker).
+
+Usage: python bench/scale.py [--sizes 10000,100000,1000000] [--media 100000] [--workers 2] [--own-names]
 """
 from __future__ import annotations
 
@@ -46,10 +49,24 @@ def template() -> dict:
     return formats.inat_observation(obs, "http://127.0.0.1:9"), [formats.inat_taxon(s) for s in arch.species]
 
 
-def observation(t: dict, taxa: list[dict], i: int, rng: np.random.Generator) -> dict:
+def own_name(name: str, k: int) -> str:
+    """The k-th misspelling of a name, all distinct: letters after the epithet (one or two: a fuzzy match
+    finds the species; three or more: unresolved)."""
+    tail = ""
+    k += 1
+    while k:
+        k, r = divmod(k - 1, 26)
+        tail = chr(97 + r) + tail
+    return name + tail
+
+
+def observation(t: dict, taxa: list[dict], i: int, rng: np.random.Generator, own_names: bool = False) -> dict:
     o = copy.deepcopy(t)
     oid = ID0 + i
-    o.update(id=oid, uuid=f"00000000-0000-4000-8000-{oid:012d}", taxon=taxa[i % len(taxa)],
+    taxon = taxa[i % len(taxa)]
+    if own_names:   # every record spells its species its own way: as many distinct names as records
+        taxon = {**taxon, "name": own_name(taxon["name"], i // len(taxa))}
+    o.update(id=oid, uuid=f"00000000-0000-4000-8000-{oid:012d}", taxon=taxon,
              observed_on=f"20{10 + i % 14:02d}-{1 + i % 12:02d}-{1 + i % 28:02d}",
              location=f"{rng.uniform(-60, 70):.5f},{rng.uniform(-170, 170):.5f}")
     o["sounds"][0].update(id=oid, file_url=f"http://127.0.0.1:9/sounds/{oid}.wav")
@@ -60,7 +77,7 @@ def observation(t: dict, taxa: list[dict], i: int, rng: np.random.Generator) -> 
     return o
 
 
-def write_dump(cfg, n: int) -> None:
+def write_dump(cfg, n: int, own_names: bool = False) -> None:
     """Raw pages and finished crawl states for every partition, as a crawl that already ran leaves them."""
     from bestiary.pipelines import io
     from bestiary.pipelines.runs import partitions
@@ -72,7 +89,7 @@ def write_dump(cfg, n: int) -> None:
         lo, hi = k * per_part, min(n, (k + 1) * per_part)
         pages = 0
         for start in range(lo, hi, PER_PAGE):
-            lines = "".join(json.dumps(observation(t, taxa, i, rng), sort_keys=True) + "\n"
+            lines = "".join(json.dumps(observation(t, taxa, i, rng, own_names), sort_keys=True) + "\n"
                             for i in range(start, min(hi, start + PER_PAGE)))
             io.write_bytes(io.join(cfg.out, "raw", part["id"], f"page-{pages:06d}.jsonl.gz"),
                            gzip.compress(lines.encode(), mtime=0))
@@ -204,20 +221,22 @@ def run_driver(conf: dict, stages: str) -> dict:
             "worker_mib": by_kind.get("worker", 0) / 2**20, "runner_mib": by_kind.get("runner", 0) / 2**20}
 
 
-def metadata(n: int, workers: int, keep: str | None) -> dict:
+def metadata(n: int, workers: int, keep: str | None, own_names: bool = False) -> dict:
     from bestiary.schemas.config import parse_config
     with tempfile.TemporaryDirectory(dir=keep) as tmp:
         conf = metadata_config(os.path.join(tmp, "out"), n, workers)
         cfg = parse_config(conf)
         t = time.perf_counter()
-        write_dump(cfg, n)
+        write_dump(cfg, n, own_names)
         write_probes(cfg, n, len(template()[1]))
         gen = time.perf_counter() - t
         got = run_driver(conf, "crawl,enrich,caption,plan")
         graphs = json.load(open(os.path.join(cfg.out, "work", "graphs.json")))
         plan = json.load(open(os.path.join(cfg.out, "work", "stats-plan.json")))
+        enrich = json.load(open(os.path.join(cfg.out, "work", "stats-enrich.json")))
     return {**got, "n": n, "generate_s": gen, "graphs": graphs, "planned": plan["recordings_planned"],
-            "rejects": plan["rejects_by_reason"]}
+            "rejects": plan["rejects_by_reason"], "by_method": enrich["by_method"],
+            "unresolved_names": enrich.get("unresolved_names"), "fuzzy_names": enrich.get("fuzzy_names")}
 
 
 def media(n: int, workers: int, keep: str | None) -> dict:
@@ -257,14 +276,18 @@ def main() -> None:
     ap.add_argument("--media", type=int, default=0, help="recordings for the end-to-end media run (0: skip)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tmp", help="where the outputs go while measured (default: the system's)")
+    ap.add_argument("--own-names", action="store_true",
+                    help="every record misspells its species its own way (as many distinct names as records)")
     a = ap.parse_args()
     sys.path.insert(0, ROOT)
     results = []
     for n in [int(s) for s in a.sizes.split(",") if s]:
-        r = metadata(n, a.workers, a.tmp)
+        r = metadata(n, a.workers, a.tmp, a.own_names)
         results.append(r)
-        show("metadata", r)
+        show("metadata" + (" (own names)" if a.own_names else ""), r)
         print(f"    generated in {r['generate_s']:.0f} s; planned {r['planned']:,}; rejects {r['rejects']}", flush=True)
+        print(f"    enrich: {r['by_method']}; distinct unresolved names {r['unresolved_names']}, "
+              f"fuzzy matches {r['fuzzy_names']}", flush=True)
     if len(results) >= 2:
         lo, hi = results[0], results[-1]
         mid = results[-2]

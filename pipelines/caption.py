@@ -151,6 +151,19 @@ def _by_count(kv: tuple[str, int]) -> tuple[int, str]:
     return -kv[1], kv[0]   # the most frequent first; ties by the word, so every runner keeps the same ones
 
 
+class MostFrequentWords(beam.PTransform):
+    """words -> one dict of the `n` most frequent words and their counts."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def expand(self, words):
+        return (words | "pairs" >> beam.Map(lambda w: (w, 1)) | "count" >> beam.CombinePerKey(sum)
+                | "most frequent" >> beam.combiners.Top.Of(self.n, key=_by_count, reverse=True)
+                | "as dict" >> beam.Map(dict))
+
+
 class Caption(beam.PTransform):
     def __init__(self, ctx: RunContext):
         super().__init__()
@@ -182,9 +195,7 @@ class Caption(beam.PTransform):
                   | "seen join" >> beam.CoGroupByKey()
                   | "words" >> beam.FlatMap(lambda kv: [w for caps_ in kv[1]["cap"] if kv[1]["seen"]
                                                         for c in caps_ for w in words_of(c["text"])]))
-                 | "word pairs" >> beam.Map(lambda w: (w, 1)) | "word counts" >> beam.CombinePerKey(sum)
-                 | "most frequent" >> beam.combiners.Top.Of(WORDS_KEPT, key=_by_count, reverse=True)
-                 | "word dict" >> beam.Map(dict))
+                 | "word counts" >> MostFrequentWords(WORDS_KEPT))
         _ = words | "write words" >> beam.Map(lambda d: io.write_json(ctx.path("work", "caption-words.json"), d))
         tally = (caps | "tally" >> beam.FlatMap(_tally) | "sum" >> beam.CombinePerKey(sum)
                  | "as dict" >> beam.combiners.ToDict())

@@ -5,7 +5,9 @@ Two streaming passes, never the whole file in memory:
    genera and epithets (the candidates a misspelled name is fuzzy-matched to);
 2. the accepted rows those synonyms point to, and the higher taxa (genus to
    kingdom) of every matched row, for lineage ids.
-`Backbone` indexes the few rows found; `resolve_name` is a pure function over it.
+`Backbone` indexes the few rows found and resolves names over them in one process (tests, benchmarks);
+the steps of a resolution are pure functions (`exact_rows`, `fuzzy_top`, `fuzzy_pick`, `settle`,
+`lineage`), which the Beam stage runs as keyed joins instead (pipelines/enrich.py).
 """
 from __future__ import annotations
 

@@ -167,3 +167,19 @@ def test_caption_stage_with_llm_in_beam(tiny_build, archive_server, tmp_path):
     build(llm_cfg, only=("caption",), force=True)  # again: all from the cache
     with open(out / "work" / "stats-caption.json") as fh:
         assert json.load(fh)["llm"]["requests"] == 0
+
+
+def test_tokenizer_corpus_keeps_the_most_frequent_words():
+    """The caption word counts leave the pipeline as one dict, so they are cut to the n most frequent words
+    (ties by the word): an LLM's long tail never grows it.  A real Beam pipeline over 3,000 words."""
+    import random
+    from collections import Counter
+    from bestiary.pipelines.caption import MostFrequentWords
+    from tests.beam_helpers import run_transform
+    rng = random.Random(0)
+    words = [f"w{int(rng.paretovariate(1.2))}" for _ in range(3000)] + [f"once{i}" for i in range(500)]
+    rng.shuffle(words)
+    (got,) = run_transform(MostFrequentWords(25), words)
+    want = sorted(Counter(words).items(), key=lambda kv: (-kv[1], kv[0]))[:25]
+    assert got == dict(want) and len(got) == 25
+    assert not any(w.startswith("once") for w in got)
