@@ -23,7 +23,10 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("point", ["crawl:page:3", "materialize:tar:2", "finalize:manifest"])
+# the media stage's kill in the default suite; the crawl's and finalize's in `make test-all` (a crawl killed
+# mid-way is also resumed in tests/test_faults.py)
+@pytest.mark.parametrize("point", [pytest.param("crawl:page:3", marks=pytest.mark.slow), "materialize:tar:2",
+                                   pytest.param("finalize:manifest", marks=pytest.mark.slow)])
 def test_killed_build_then_rerun_equals_an_unkilled_one(tiny_build, archive_server, tmp_path, point):
     ref_cfg, ref_stats = tiny_build
     _, url = archive_server
