@@ -34,6 +34,8 @@ def _mix(z: np.ndarray) -> np.ndarray:
 
 def hash64(values: pa.Array | Iterable[str], seed: int) -> np.ndarray:
     """One uint64 per string (nulls hash as the empty string)."""
+    if isinstance(values, pa.ChunkedArray):   # a table's column
+        values = values.combine_chunks()
     arr = values if isinstance(values, pa.Array) else pa.array(list(values), pa.string())
     arr = pc.fill_null(arr.cast(pa.large_string()), "")
     n = len(arr)
