@@ -266,13 +266,9 @@ def fuzzy_step(item):
         yield key, Found(ask, "fuzzy", score, matched, tuple(rows))
 
 
-def _pass2_wanted(item):
-    """A Found -> its synonyms' accepted ids, and the higher taxa its lineage needs."""
+def _higher_wanted(item):
+    """A Found -> the higher taxa its lineage needs."""
     _, found = item
-    ids, via_synonym = bb.accepted_ids(list(found.rows))
-    if via_synonym:
-        for i in sorted(ids):
-            yield TAXON_ID, i
     for r in found.rows:
         for rank in bb.HIGHER:
             if r.get(rank):
@@ -280,6 +276,7 @@ def _pass2_wanted(item):
 
 
 def _needed_ids(item):
+    """A Found -> (accepted id, name key) for each accepted usage its synonyms point to."""
     key, found = item
     ids, via_synonym = bb.accepted_ids(list(found.rows))
     return [(i, key) for i in sorted(ids)] if via_synonym else []
@@ -360,11 +357,14 @@ class BackboneResolve(beam.PTransform):
                  | "fuzzy blocks" >> beam.FlatMap(fuzzy_block, threshold) | "name's blocks" >> beam.GroupByKey()
                  | "fuzzy" >> beam.FlatMap(fuzzy_step).with_outputs(ExactStep.DONE, main="found"))
         found = (exact.found, fuzzy.found) | "found" >> beam.Flatten()
-        want2 = found | "wanted 2" >> beam.FlatMap(_pass2_wanted) | "filter 2" >> beam.CombineGlobally(BuildBloom())
+        needed = found | "needed ids" >> beam.FlatMap(_needed_ids)
+        want2 = ((needed | "ids wanted" >> beam.MapTuple(lambda i, _: (TAXON_ID, i)),
+                  found | "higher wanted" >> beam.FlatMap(_higher_wanted))
+                 | "wanted 2" >> beam.Flatten() | "filter 2" >> beam.CombineGlobally(BuildBloom()))
         pass2 = (rngs | "spread 2" >> beam.Reshuffle()
                  | "pass 2" >> beam.ParDo(ScanIds(t.backbone), beam.pvalue.AsSingleton(want2))
                  .with_outputs(ScanIds.HIGHER, main="ids"))
-        accepted = ({"need": found | "needed ids" >> beam.FlatMap(_needed_ids), "row": pass2.ids}
+        accepted = ({"need": needed, "row": pass2.ids}
                     | "by id" >> beam.CoGroupByKey() | "present" >> beam.FlatMap(_present))
         settled = ({"found": found, "accepted": accepted} | "found by name" >> beam.CoGroupByKey()
                    | "settle" >> beam.ParDo(Settle()).with_outputs(Settle.TAXA, main="matches"))
