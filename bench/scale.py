@@ -11,8 +11,9 @@ as a cluster would get it.  Printed per size: wall time, peak RSS of the driver 
 graphs and reads back facts), of the largest SDK worker and of the local runner (the job process, which
 keeps every stage boundary in memory: what a cluster's shuffle holds), and every graph's size.
 
-Media (`--media N`): serve-sample with enough species records for N recordings of at most 4 s, a full
-build (probe: fetch and decode once; materialize), same figures.
+Media (`--media N`): serve-sample with enough species records for N recordings of at most 3 s, mono WAV
+at 16 kHz at most, built into 3 s clips at 16 kHz (so 100k recordings fit in about 25 GB of disk: fetched
+media, clip packs and shards); a full build (probe: fetch and decode once; materialize), same figures.
 
 `--own-names`: every record misspells its species its own way, so the enrich stage meets as many distinct
 names as records (the name joins must stay keyed: no map of all names in any worker).
@@ -239,12 +240,17 @@ def metadata(n: int, workers: int, keep: str | None, own_names: bool = False) ->
             "unresolved_names": enrich.get("unresolved_names"), "fuzzy_names": enrich.get("fuzzy_names")}
 
 
+MEDIA_SECONDS, MEDIA_RATE = 3.0, 16000   # light media: the memory bounds, not the codecs, are measured
+
+
 def media(n: int, workers: int, keep: str | None) -> dict:
-    """serve-sample sized for about n recordings of at most 4 s (WAV, so the server keeps up), a full build."""
+    """serve-sample sized for about n recordings of at most 3 s (mono WAV at 16 kHz at most, so the server keeps
+    up and 100k fit on disk), a full build into 3 s clips at 16 kHz."""
     from bestiary.sample_archive.server import start_in_thread
     from bestiary.sample_archive.generate import build_archive
     base = len([r for r in build_archive(7).recordings.values()])
-    server, state, url = start_in_thread(seed=7, scale=max(1.0, n / base), max_seconds=4.0, audio_format="wav")
+    server, state, url = start_in_thread(seed=7, scale=max(1.0, n / base), max_seconds=MEDIA_SECONDS, audio_format="wav",
+                                       max_rate=MEDIA_RATE)
     try:
         with tempfile.TemporaryDirectory(dir=keep) as tmp:
             os.environ.update(SAMPLE_URL=url, DEMO_OUT=os.path.join(tmp, "out"),
@@ -253,7 +259,7 @@ def media(n: int, workers: int, keep: str | None) -> dict:
             cfg = load_config(os.path.join(ROOT, "configs", "demo.yaml"))
             conf = cfg.model_dump(mode="json")
             conf["runner"] = {"mode": "multi_processing", "workers": workers, "job_process": True}
-            conf["media"]["max_clips_per_recording"] = 1
+            conf["media"].update(max_clips_per_recording=1, sample_rate=MEDIA_RATE, clip_seconds=MEDIA_SECONDS)
             got = run_driver(conf, "crawl,enrich,caption,shard,finalize")
             stats = json.load(open(os.path.join(conf["out"], "stats.json")))
             graphs = json.load(open(os.path.join(conf["out"], "work", "graphs.json")))

@@ -148,10 +148,11 @@ def _recording(archive: str, rid: int, sp: Species, rng: np.random.Generator, li
 
 def build_archive(seed: int = 7, scale: float = 1.0, max_seconds: float | None = None,
                   audio_format: str | None = None, world: World = DEMO,
-                  difficulty: Difficulty = Difficulty()) -> Archive:
+                  difficulty: Difficulty = Difficulty(), max_rate: int | None = None) -> Archive:
     """The whole archive's metadata; media are rendered on demand from the same seed.
 
-    `max_seconds` and `audio_format` ("wav" or "mp3") make lighter archives for benchmarks; `world` (default:
+    `max_seconds`, `audio_format` ("wav" or "mp3") and `max_rate` (mono, at most this sample rate) make
+    lighter archives for benchmarks; `world` (default:
     the demo's 34 species) and `difficulty` make bigger, harder ones (world.py)."""
     species = world.species
     rng = _rng("archive", seed)
@@ -200,6 +201,8 @@ def build_archive(seed: int = 7, scale: float = 1.0, max_seconds: float | None =
             rec.seconds = min(rec.seconds, max_seconds)
         if audio_format:
             rec.fmt = audio_format
+        if max_rate:
+            rec.rate, rec.channels = min(rec.rate, max_rate), 1
     return Archive(seed, species, sorted(xc, key=lambda r: r.id), sorted(inat, key=lambda o: o.id),
                    sorted(ml_audio, key=lambda r: r.id), sorted(ml_photos, key=lambda p: p.id), gbif_audio,
                    world, difficulty)

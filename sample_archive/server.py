@@ -31,8 +31,8 @@ class SampleArchive:
 
     def __init__(self, seed: int = 7, scale: float = 1.0, latency_ms: float = 0.0, api_key: str | None = None,
                  max_seconds: float | None = None, audio_format: str | None = None, world: World = DEMO,
-                 difficulty: Difficulty = Difficulty()):
-        self.archive: Archive = build_archive(seed, scale, max_seconds, audio_format, world, difficulty)
+                 difficulty: Difficulty = Difficulty(), max_rate: int | None = None):
+        self.archive: Archive = build_archive(seed, scale, max_seconds, audio_format, world, difficulty, max_rate)
         self.latency = latency_ms / 1000
         self.api_key = api_key
         self.counts: Counter = Counter()
