@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import requests
 
 from bestiary.connectors.http import USER_AGENT, Pacer, policy_from, rate_for
-from bestiary.pipelines import io, progress
+from bestiary.pipelines import io, progress, tombstones
 from bestiary.pipelines.caption import OUTPUTS as CAPTION_OUTPUTS
 from bestiary.pipelines.caption import Caption
 from bestiary.pipelines.context import RunContext
@@ -186,7 +186,7 @@ def _drop_unplanned_shards(ctx: RunContext) -> None:
     planned = set(io.read_json(ctx.path("work", "shards-planned.json")))
     stale = [p for p in io.listdir(ctx.path("work", "shards", "*")) + io.listdir(ctx.path("shards", "*.tar"))
              if io.basename(p).split(".", 1)[0] not in planned]
-    io.delete(stale)
+    io.delete(stale + io.listdir(ctx.path("shards", tombstones.DIR, "*.json")))   # a full build has none
 
 
 def run_shard(ctx: RunContext) -> None:
@@ -305,25 +305,14 @@ def shard_summaries(ctx: RunContext) -> list[dict]:
     return sorted((io.read_json(p) for p in io.listdir(ctx.path("work", "shards", "*.json"))), key=lambda s: s["name"])
 
 
-def tombstones(ctx: RunContext) -> list[str]:
-    """Every tombstone so far: the last manifest's, and this run's changed and deleted records' samples."""
-    if not ctx.incremental:
-        return []
-    old = io.read_json(ctx.path("shards", "manifest.json")).get("deleted", [])
-    new = ctx.path("work", "tombstones-new.json")
-    return sorted(set(old) | set(io.read_json(new) if io.exists(new) else []))
-
-
 def finalize(ctx: RunContext) -> dict:
     """The Beam summary, then (nothing is published if it shows a leak) manifest-vN.json and manifest.json,
     sizes.json, stats.json, the record index and the dataset card."""
-    dead = tombstones(ctx)
-    dead_file = ctx.path("work", "tombstones.json")
-    io.write_json(dead_file, dead)
+    dead = tombstones.current(ctx)   # shard file -> its tombstone count and sidecar (O(shards))
     io.clear(ctx.path("work", "attribution"))
     with progress.stage("finalize") as line:
         with pipeline(ctx.cfg.runner, "finalize", ctx.out) as p:
-            _ = p | "finalize" >> Finalize(ctx, dead_file)
+            _ = p | "finalize" >> Finalize(ctx, {f: t["tombstones"] for f, t in dead.items()})
         summary = io.read_json(ctx.path("work", "finalize.json"))
         acc = accounting(summary["audio"])
         line["summary"] = (f"{acc['records_crawled']:,} audio records: {acc['recordings_in_samples']:,} in samples, "
@@ -334,7 +323,7 @@ def finalize(ctx: RunContext) -> dict:
     tokenizer = write_tokenizer(ctx)
     manifest = manifest_from(ctx.cfg, shards, dead, ctx.run, tokenizer)
     io.write_json(ctx.path("shards", "sizes.json"), {s["file"]: s["samples"] for s in shards})
-    stats = build_stats(ctx, shards, summary, len(dead))
+    stats = build_stats(ctx, shards, summary, sum(t["deleted"] for t in dead.values()))
     io.write_json(ctx.path("stats.json"), stats)
     # the versioned manifest first, then the latest: a reader of manifest.json never sees a half-written run
     io.write_json(ctx.path("shards", f"manifest-v{ctx.run}.json"), manifest)
@@ -373,9 +362,10 @@ def with_image(shard: dict) -> int:
     return shard.get("samples_with_image", shard["samples"])
 
 
-def manifest_from(cfg: BuildConfig, shards: list[dict], deleted: list[str] | None = None, version: int = 1,
+def manifest_from(cfg: BuildConfig, shards: list[dict], deleted: dict[str, dict] | None = None, version: int = 1,
                   tokenizer: str | None = None) -> dict:
-    """The typed manifest (schemas/manifest.py) of these shard summaries."""
+    """The typed manifest (schemas/manifest.py) of these shard summaries; `deleted`: shard file -> its
+    tombstones ({"deleted": count, "tombstones": sidecar}), the shards that have any."""
     from bestiary.schemas.manifest import Manifest
     splits: dict[str, dict] = {}
     for s in shards:
@@ -393,8 +383,7 @@ def manifest_from(cfg: BuildConfig, shards: list[dict], deleted: list[str] | Non
         splits={k: {**{kk: vv for kk, vv in v.items() if kk != "species"}, "species": sorted(v["species"])}
                 for k, v in sorted(splits.items())},
         shards=[{**{k: s[k] for k in ("name", "file", "split", "samples", "bytes", "sha256")},
-                 "samples_with_image": with_image(s)} for s in shards],
-        deleted=sorted(deleted or []),   # tombstones '{shard file}/{sample key}': readers skip them
+                 "samples_with_image": with_image(s), **(deleted or {}).get(s["file"], {})} for s in shards],
         tokenizer=tokenizer).model_dump(mode="json")
 
 

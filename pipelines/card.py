@@ -146,7 +146,8 @@ def _load_snippets(manifest: dict) -> str:
             "With webdataset:\n\n```python\nimport webdataset as wds\n\n"
             f"ds = wds.WebDataset(\"OUT/shards/{pattern}\", shardshuffle=False).decode()\n"
             "for sample in ds:\n    sample[\"flac\"], sample[\"jpg\"], sample[\"json\"], sample[\"txt\"]\n```\n\n"
-            "After incremental runs, samples listed in `shards/manifest.json` under `deleted` are superseded; "
+            "After incremental runs, some samples are superseded: a shard's entry in `shards/manifest.json` "
+            "counts them (`deleted`) and names the JSON list of their keys (`tombstones`, beside the manifest); "
             "bestiary's loader skips them, `load_dataset` does not.")
 
 

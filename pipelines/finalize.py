@@ -21,15 +21,20 @@ from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.dedupe import FindLeaks
 from bestiary.pipelines.shard import INDEX_SCHEMA
 from bestiary.pipelines.tables import ReadTable, WriteTable
+from bestiary.pipelines.tombstones import ReadTombstones
 from bestiary.schemas.records import REJECT_SCHEMA
 
 DURATION_BIN_S = 5.0
 GRID_DEG = 2.0
 
 
-def _live(member: dict, dead: set):
-    if any(f"{member['file']}/{k}" not in dead for k in member["samples"] or [None]):
-        yield member["record"], member
+def _live(item):
+    """One shard's members and its tombstones: the members with a sample not tombstoned, by record."""
+    _, got = item
+    dead = {k for keys in got["dead"] for k in keys}
+    for member in got["member"]:
+        if any(k not in dead for k in member["samples"] or [None]):
+            yield member["record"], member
 
 
 def _audio_verdict(item, run: int):
@@ -125,16 +130,15 @@ def _dict(pcoll, label: str):
 
 
 class Finalize(beam.PTransform):
-    """`dead_file`: the run's tombstones (JSON list), read on the workers (the graph holds its path only)."""
+    """`sidecars`: shard file -> its tombstones' sidecar (pipelines/tombstones.py), the shards that have any;
+    members meet them by shard, so no worker holds more than one shard's."""
 
-    def __init__(self, ctx: RunContext, dead_file: str | None):
+    def __init__(self, ctx: RunContext, sidecars: dict[str, str]):
         super().__init__()
-        self.ctx, self.dead_file = ctx, dead_file
+        self.ctx, self.sidecars = ctx, sidecars
 
     def expand(self, pbegin):
         ctx = self.ctx
-        dead = beam.pvalue.AsSingleton(pbegin | "tombstones" >> beam.Create([self.dead_file])
-                                       | "read tombstones" >> beam.Map(lambda p: set(io.read_json(p)) if p else set()))
         members = pbegin | "members" >> ReadTable(ctx.path("work", "shards", "*.members.parquet"))
         shard_rejects = pbegin | "shard rejects" >> ReadTable(ctx.path("work", "shards", "*.rejects.parquet"))
         stage_rejects = ((pbegin | "crawl rejects" >> ReadTable(ctx.path("work", "rejects-crawl")),
@@ -143,7 +147,9 @@ class Finalize(beam.PTransform):
                                                    ["key", "source", "license", "content_hash", "crawl_run"])
         images = pbegin | "images" >> ReadTable(ctx.path("catalog", "images"), ["key", "source", "license"])
         leaks = members | "leaks" >> FindLeaks() | "leak list" >> beam.combiners.ToList()
-        live = members | "live" >> beam.FlatMap(_live, dead)
+        live = ({"member": members | "member by shard" >> beam.Map(lambda m: (m["file"], m)),
+                 "dead": pbegin | "tombstones" >> ReadTombstones(ctx, self.sidecars)}
+                | "shard join" >> beam.CoGroupByKey() | "live" >> beam.FlatMap(_live))
         credits = (live | "credits" >> beam.FlatMap(_credits)
                    | "one per work" >> beam.CombinePerKey(lambda rows: next(iter(rows))) | "credit rows" >> beam.Values())
         credits | "write attribution" >> WriteTable(ctx.path("work", "attribution"), ATTRIBUTION_SCHEMA,

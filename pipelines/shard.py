@@ -6,7 +6,7 @@ new and changed ones are probed and planned into new shards (a changed one's
 samples get the run in their keys), published ones take part in dedupe as the
 copies that win, and the rest keep the rejects they had.  Images are judged
 every run; those already in samples keep their split.  Samples of changed and
-deleted records become tombstones.
+deleted records become tombstones (pipelines/tombstones.py: one sidecar per shard).
 """
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ from bestiary.pipelines.plan import Plan
 from bestiary.pipelines.probe import PROBE_SCHEMA, Probe, probe_item
 from bestiary.pipelines.select import AUDIO_COLUMNS, IMAGE_COLUMNS, SelectRows, dress
 from bestiary.pipelines.tables import ReadTable, WriteTable
+from bestiary.pipelines.tombstones import WriteTombstones
 from bestiary.schemas.records import REJECT_SCHEMA, reject
 
 PLAN_SCHEMA = pa.schema([("shard", pa.string()), ("key", pa.string()), ("row", pa.string())])
 INDEX_SCHEMA = pa.schema([("key", pa.string()), ("status", pa.string()), ("content_hash", pa.string()),
                           ("crawl_run", pa.int64()), ("split", pa.string()), ("image", pa.string())])
 KEY_SCHEMA = pa.schema([("key", pa.string())])
-OUTPUTS = ("work/plan", "catalog/probes", "work/rejects-plan", "work/images-dropped")
+OUTPUTS = ("work/plan", "catalog/probes", "work/rejects-plan", "work/images-dropped", "work/tombstones")
 CARRIED_STAGES = ("probe", "dedupe", "plan")
 PROBE_FIELDS = ("pcm_sha256", "codes", "blob", "derived")
 
@@ -234,8 +235,7 @@ class PlanShards(beam.PTransform):
         tombs = ({"dead": dead | "dead by key" >> beam.Map(lambda k: (k, 1)),
                   "member": members | "member by record" >> beam.Map(lambda m: (m["record"], m))}
                  | "tomb join" >> beam.CoGroupByKey() | "tombstones" >> beam.FlatMap(_tombstones))
-        (tombs | "tomb list" >> beam.combiners.ToList()
-         | "write tombs" >> beam.Map(lambda ts: io.write_json(ctx.path("work", "tombstones-new.json"), sorted(ts))))
+        tombs | "write tombstones" >> WriteTombstones(ctx)
         old_rejects = (pbegin | "old rejects" >> ReadTable(ctx.path("rejects")) if incremental
                        else pbegin | "no old rejects" >> beam.Create([]))
         carried = ({"kept": state.kept | "kept by key" >> beam.Map(lambda k: (k, 1)),

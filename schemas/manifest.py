@@ -19,6 +19,10 @@ class ShardEntry(BaseModel):
     samples_with_image: int | None = Field(None, ge=0)   # the rest are audio-text samples (None: not counted)
     bytes: int = Field(ge=0)
     sha256: str
+    # samples of this shard superseded since it was written (records changed or deleted by a later run):
+    # how many, and the sidecar (a JSON list of their keys, relative to the manifest) that names them
+    deleted: int = Field(0, ge=0)
+    tombstones: str | None = None
 
 
 class SplitSummary(BaseModel):
@@ -32,8 +36,10 @@ class SplitSummary(BaseModel):
 
 class Manifest(BaseModel):
     """What a reader needs: the audio settings the samples were cut with, the members of a sample, the
-    shards by split, the tombstones ('{shard file}/{sample key}' of samples deleted since), and the
-    tokenizer the build trained on the captions (a Hugging Face `tokenizers` file beside the manifest)."""
+    shards by split (each with its tombstones: the count and the sidecar naming the samples superseded
+    since), and the tokenizer the build trained on the captions (a Hugging Face `tokenizers` file beside
+    the manifest).  `deleted` is the one list of tombstones ('{shard file}/{sample key}') that manifests
+    before per-shard sidecars held; readers still honour it, builds no longer write it."""
     model_config = ConfigDict(frozen=True, extra="ignore")   # a newer build's extra fields do not break readers
     format: Literal["bestiary-webdataset/1"] = FORMAT
     version: int = Field(1, ge=1)
@@ -52,8 +58,8 @@ class Manifest(BaseModel):
 
     def live_samples(self, splits: tuple[str, ...]) -> int:
         files = {s.file for s in self.shards if s.split in splits}
-        dead = sum(1 for d in self.deleted if d.split("/", 1)[0] in files)
-        return sum(s.samples for s in self.shards if s.split in splits) - dead
+        legacy = sum(1 for d in self.deleted if d.split("/", 1)[0] in files)
+        return sum(s.samples - s.deleted for s in self.shards if s.split in splits) - legacy
 
     @property
     def clip_samples(self) -> int:

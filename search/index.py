@@ -207,13 +207,18 @@ class Index:
         since are removed."""
         from bestiary.training import storage
         from bestiary.training.data import read_manifest
+        from bestiary.training.tombstones import Tombstones
         manifest = read_manifest(spec)
         base = spec if not spec.endswith(".json") else os.path.dirname(spec)
-        deleted = set(manifest.deleted)
-        if deleted and self.windows.num_rows:
-            gone = {(storage.join(base, d.split("/", 1)[0]), d.split("/", 1)[1]) for d in deleted if "/" in d}
-            pairs = zip(self.windows["path"].to_pylist(), self.windows["sample_key"].to_pylist())
-            self._remove_where(pa.array([pair in gone for pair in pairs], pa.bool_()))
+        tombs = Tombstones(storage.join(base, "manifest.json"), manifest)
+        if tombs and self.windows.num_rows:   # one shard's tombstones at a time
+            paths, keys = self.windows["path"], self.windows["sample_key"]
+            gone = None
+            for file in tombs.files():
+                here = pc.and_(pc.equal(paths, storage.join(base, file)),
+                               pc.is_in(keys, value_set=pa.array(sorted(tombs.of(file)), pa.string())))
+                gone = here if gone is None else pc.or_(gone, here)
+            self._remove_where(gone)
         entries = [s for s in manifest.shards_of(splits) if self.sources.get(storage.join(base, s.file), {})
                    .get("version") != s.sha256]
         bar = _bar(sum(s.samples for s in entries) * self._windows_in(manifest.clip_seconds), "windows", progress)
@@ -222,8 +227,9 @@ class Index:
             url = storage.join(base, entry.file)
             n = 0
             try:
+                dead = tombs.of(entry.file)
                 for key, meta, offset, size, flac in _shard_samples(url):
-                    if f"{entry.file}/{key}" in deleted:
+                    if key in dead:
                         continue
                     rows = {"origin": "shard", "path": url, "member_offset": offset, "member_size": size,
                             "sample_key": key, **_sample_fields(meta)}

@@ -34,7 +34,7 @@ def test_twenty_steps_equal_ten_a_resume_and_ten(tiny_build, tmp_path):
 
 
 def _samples_by_key(shards: str) -> dict:
-    decode = Decode(DataConfig(shards, ("train",), augment=False), set())
+    decode = Decode(DataConfig(shards, ("train",), augment=False))
     out = {}
     for s in wds.WebDataset(shard_urls(shards, ("train",)), shardshuffle=False):
         out[s["__key__"]] = decode(s)

@@ -17,7 +17,7 @@ from tests.conftest import tiny_config
 def live_samples(out: str) -> dict[str, str]:
     """sample key -> sha256 of its FLAC, over every shard the manifest lists, tombstones skipped."""
     manifest = io.read_json(os.path.join(out, "shards", "manifest.json"))
-    dead = set(manifest["deleted"])
+    dead = deleted_keys(os.path.join(out, "shards"))
     found = {}
     for s in manifest["shards"]:
         for sample in wds.WebDataset(os.path.join(out, "shards", s["file"]), shardshuffle=False):
@@ -108,7 +108,58 @@ def test_a_changed_record_becomes_a_tombstone_and_new_samples(archive_server, tm
     total = sum(s["samples"] for s in manifest["shards"])
     assert split_samples(os.path.join(out, "shards"), tuple(manifest["splits"])) == total - len(dead)
     stats = io.read_json(os.path.join(out, "stats.json"))
-    assert stats["accounting"]["balanced"]
+    assert stats["accounting"]["balanced"] and stats["shard"]["tombstones"] == len(dead)
+    assert loader_keys(out, manifest) == set(keys)                       # the training loader skips them too
+
+    # the tombstones are one sidecar per shard, named by its entry with their count: no list of them all
+    shard_file = inat_members[0]["file"]
+    assert not manifest.get("deleted")
+    entries = {s["file"]: s for s in manifest["shards"]}
+    assert entries[shard_file]["tombstones"] == f"tombstones/{shard_file[:-4]}.v2.json"
+    for f, e in entries.items():
+        mine = {d.split("/", 1)[1] for d in dead if d.split("/", 1)[0] == f}
+        assert e["deleted"] == len(mine) and (e["tombstones"] is None) == (not mine)
+        if mine:
+            assert io.read_json(os.path.join(out, "shards", e["tombstones"])) == sorted(mine)
+    v2_sidecar = open(os.path.join(out, "shards", entries[shard_file]["tombstones"]), "rb").read()
+
+    # a manifest from before sidecars (one `deleted` list) still reads the same, and the next run moves its
+    # list into the sidecars, merged per shard with that run's own tombstones
+    legacy = {**manifest, "deleted": sorted(dead),
+              "shards": [{k: v for k, v in e.items() if k not in ("deleted", "tombstones")} for e in manifest["shards"]]}
+    io.write_json(os.path.join(out, "shards", "manifest.json"), legacy)
+    assert deleted_keys(os.path.join(out, "shards")) == dead
+    assert split_samples(os.path.join(out, "shards"), tuple(manifest["splits"])) == total - len(dead)
+    other = next(m for m in members if m["file"] == shard_file and m["record"].startswith("inaturalist:")
+                 and m["record"] != inat_members[0]["record"])
+    second = next(o for o in state.archive.inat if any(s.id == int(other["record"].rsplit("-", 1)[1]) for s in o.sounds))
+    old = (second.updated, second.description)
+    second.updated, second.description = "2099-02-01T00:00:00+00:00", "Re-identified again."
+    try:
+        build(cfg, incremental=True)
+    finally:
+        second.updated, second.description = old
+    v3 = io.read_json(os.path.join(out, "shards", "manifest.json"))
+    assert v3["version"] == 3 and not v3.get("deleted")
+    now = deleted_keys(os.path.join(out, "shards"))
+    assert now >= dead | {f"{shard_file}/{k}" for k in other["samples"]}
+    entry = next(e for e in v3["shards"] if e["file"] == shard_file)
+    assert entry["tombstones"] == f"tombstones/{shard_file[:-4]}.v3.json"
+    assert set(io.read_json(os.path.join(out, "shards", entry["tombstones"]))) >= \
+        set(inat_members[0]["samples"]) | set(other["samples"])
+    # manifest-v2's readers keep run 2's tombstones: its sidecar is never rewritten
+    assert io.read_json(os.path.join(out, "shards", "manifest-v2.json"))["shards"] == manifest["shards"]
+    assert open(os.path.join(out, "shards", f"tombstones/{shard_file[:-4]}.v2.json"), "rb").read() == v2_sidecar
+    keys = live_samples(out)
+    assert not any(d.split("/", 1)[1] in keys for d in now) and loader_keys(out, v3) == set(keys)
+    assert io.read_json(os.path.join(out, "stats.json"))["accounting"]["balanced"]
+
+
+def loader_keys(out: str, manifest: dict) -> set[str]:
+    """The sample keys bestiary's training loader yields over every split, once."""
+    from bestiary.training.data import DataConfig, make_pipeline
+    cfg = DataConfig(os.path.join(out, "shards"), tuple(manifest["splits"]), batch_size=8, train=False, augment=False)
+    return {k for batch in make_pipeline(cfg) for k in batch["key"]}
 
 
 def test_incremental_needs_a_finished_build(archive_server, tmp_path):

@@ -165,7 +165,7 @@ def test_index_of_shards_filters_by_species_date_and_place(tiny_build, search_mo
     assert main(["index", "--checkpoint", search_model, "--shards", shards, "--out", idx, "-q"]) == 0
     index = Index.open(idx)
     manifest = json.load(open(os.path.join(shards, "manifest.json")))
-    live = sum(s["samples"] for s in manifest["shards"]) - len(manifest["deleted"])
+    live = sum(s["samples"] - s["deleted"] for s in manifest["shards"])
     assert index.windows.num_rows == live   # 10-s clips, 10-s windows: one window per sample
     rows = index.windows.to_pylist()
     assert all(r["species"] and r["license"] and r["captions"] for r in rows)
@@ -223,3 +223,34 @@ def test_index_and_search_refuse_bad_requests_in_one_line(tiny_build, search_mod
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+
+
+def test_index_of_shards_drops_and_skips_tombstoned_samples(tiny_build, search_model, tmp_path, capsys):
+    """Tombstones as an incremental run writes them (one sidecar per shard, named by its manifest entry):
+    an index made before loses those samples' windows, and one made after never embeds them."""
+    import shutil
+    import webdataset as wds
+    cfg, _ = tiny_build
+    shards = str(tmp_path / "shards")
+    shutil.copytree(os.path.join(cfg.out, "shards"), shards)
+    idx, fresh = str(tmp_path / "idx"), str(tmp_path / "fresh")
+    assert main(["index", "--checkpoint", search_model, "--shards", shards, "--out", idx, "-q"]) == 0
+    before = Index.open(idx).windows.num_rows
+
+    manifest = json.load(open(os.path.join(shards, "manifest.json")))
+    entry = next(s for s in manifest["shards"] if s["samples"] >= 3)
+    keys = [s["__key__"] for s in wds.WebDataset(os.path.join(shards, entry["file"]), shardshuffle=False)][:2]
+    os.makedirs(os.path.join(shards, "tombstones"))
+    sidecar = f"tombstones/{entry['file'][:-4]}.v2.json"
+    json.dump(sorted(keys), open(os.path.join(shards, sidecar), "w"))
+    manifest["shards"] = [{**s, "deleted": 2, "tombstones": sidecar} if s["file"] == entry["file"] else s
+                          for s in manifest["shards"]]
+    json.dump(manifest, open(os.path.join(shards, "manifest.json"), "w"))
+
+    for path in (idx, fresh):
+        assert main(["index", "--checkpoint", search_model, "--shards", shards, "--out", path, "-q"]) == 0
+        capsys.readouterr()
+        index = Index.open(path)
+        assert index.windows.num_rows == before - 2     # one window per 10-s sample
+        assert not {r["sample_key"] for r in index.windows.to_pylist()} & set(keys)
+        assert not {h["sample_key"] for h in index.search_text("owl", top=before)} & set(keys)

@@ -27,6 +27,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from bestiary.schemas.manifest import Manifest
 from bestiary.training import storage
+from bestiary.training.tombstones import Tombstones
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,16 @@ def split_samples(spec: str, splits: tuple[str, ...]) -> int:
     return read_manifest(spec).live_samples(splits)
 
 
+def tombstones(spec: str) -> Tombstones:
+    """The dataset's tombstones, read one shard's sidecar at a time (training/tombstones.py)."""
+    return Tombstones(manifest_location(spec), read_manifest(spec))
+
+
 def deleted_keys(spec: str) -> set[str]:
-    """Tombstones, '{shard file}/{sample key}': samples of records changed or deleted since their shard."""
-    return set(read_manifest(spec).deleted)
+    """Every tombstone, '{shard file}/{sample key}': samples of records changed or deleted since their shard
+    (all shards' sidecars at once: for tools and tests; the loader reads one shard's at a time)."""
+    tombs = tombstones(spec)
+    return {f"{f}/{k}" for f in tombs.files() for k in tombs.of(f)}
 
 
 class EpochShards(torch.utils.data.IterableDataset):
@@ -133,8 +141,8 @@ def _image(jpg: bytes, size: int, train: bool, rng: random.Random) -> torch.Tens
 class Decode:
     """Raw tar sample -> dict of tensors and text (a picklable callable for loader workers)."""
 
-    def __init__(self, cfg: DataConfig, skip: set[str]):
-        self.cfg, self.skip = cfg, skip
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
         self._rng: random.Random | None = None
 
     @property
@@ -145,9 +153,7 @@ class Decode:
             self._rng = random.Random(self.cfg.seed * 7919 + rank * 131 + (info.id if info else 0))
         return self._rng
 
-    def __call__(self, sample: dict) -> dict | None:
-        if self.skip and f"{os.path.basename(sample.get('__url__', ''))}/{sample['__key__']}" in self.skip:
-            return None
+    def __call__(self, sample: dict) -> dict:
         meta = json.loads(sample["json"])
         aug = self.cfg.train and self.cfg.augment
         text = self.rng.choice(meta["captions"])["text"] if aug else sample["txt"].decode("utf-8")
@@ -186,12 +192,6 @@ class OpenShards:
             yield {"url": url, "stream": stream}
 
 
-def _drop_none(src):
-    for s in src:
-        if s is not None:
-            yield s
-
-
 def collate(samples: list[dict]) -> dict:
     out = {"audio": torch.stack([s["audio"] for s in samples]), "image": torch.stack([s["image"] for s in samples]),
            "has_image": torch.tensor([s["has_image"] for s in samples], dtype=torch.bool)}
@@ -217,9 +217,12 @@ def make_pipeline(cfg: DataConfig, epochs: int | None = None) -> wds.DataPipelin
     stages += [OpenShards(cfg.shard_cache, {s.file: s.sha256 for s in manifest.shards}),
                wds.pipelinefilter(tar_file_expander)(handler=wds.warn_and_continue),
                wds.pipelinefilter(group_by_keys)(handler=wds.warn_and_continue)]
+    tombs = Tombstones(manifest_location(cfg.shards_dir), manifest)
+    if tombs:   # shard by shard, before the shuffle buffer mixes shards
+        stages.append(tombs)
     if cfg.train and cfg.shuffle_buffer > 1:
         stages.append(wds.shuffle(cfg.shuffle_buffer, initial=min(64, cfg.shuffle_buffer), rng=random.Random(cfg.seed)))
-    stages += [wds.map(Decode(cfg, set(manifest.deleted))), _drop_none,
+    stages += [wds.map(Decode(cfg)),
                wds.batched(cfg.batch_size, collation_fn=collate, partial=not cfg.train)]
     return wds.DataPipeline(*stages)
 
