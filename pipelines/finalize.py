@@ -25,6 +25,7 @@ from bestiary.pipelines.tombstones import ReadTombstones
 from bestiary.schemas.records import REJECT_SCHEMA
 
 DURATION_BIN_S = 5.0
+LEAKS_KEPT = 20
 GRID_DEG = 2.0
 
 
@@ -119,9 +120,10 @@ def _catalog_facts(row: dict):
     yield f"crawled_licence|{row['license']}", 1
 
 
-def _write_summary(_, ctx: RunContext, leaks: list, audio: dict, images: dict, card: dict, reasons: dict) -> None:
+def _write_summary(_, ctx: RunContext, leaks: list, leak_count: int, audio: dict, images: dict, card: dict,
+                   reasons: dict) -> None:
     io.write_json(ctx.path("work", "finalize.json"), {
-        "leaks": sorted(leaks)[:20], "leak_count": len(leaks), "audio": audio, "images": images, "card": card,
+        "leaks": sorted(leaks), "leak_count": leak_count, "audio": audio, "images": images, "card": card,
         "rejects_by_reason": dict(sorted(reasons.items()))})
 
 
@@ -146,7 +148,10 @@ class Finalize(beam.PTransform):
         audio = pbegin | "recordings" >> ReadTable(ctx.path("catalog", "recordings"),
                                                    ["key", "source", "license", "content_hash", "crawl_run"])
         images = pbegin | "images" >> ReadTable(ctx.path("catalog", "images"), ["key", "source", "license"])
-        leaks = members | "leaks" >> FindLeaks() | "leak list" >> beam.combiners.ToList()
+        leaks = members | "leaks" >> FindLeaks()
+        # a broken build could leak every record: the summary keeps 20 of them and counts them all
+        leak_top = leaks | "first leaks" >> beam.combiners.Top.Smallest(LEAKS_KEPT)
+        leak_count = leaks | "leak count" >> beam.combiners.Count.Globally()
         live = ({"member": members | "member by shard" >> beam.Map(lambda m: (m["file"], m)),
                  "dead": pbegin | "tombstones" >> ReadTombstones(ctx, self.sidecars)}
                 | "shard join" >> beam.CoGroupByKey() | "live" >> beam.FlatMap(_live))
@@ -182,7 +187,8 @@ class Finalize(beam.PTransform):
                  audio | "catalog facts" >> beam.FlatMap(_catalog_facts), people) | "facts" >> beam.Flatten())
         reasons = rejects | "reasons" >> beam.Map(lambda r: (f"{r['stage']}/{r['reason']}", 1))
         (pbegin | "once" >> beam.Create([None])
-         | "summary" >> beam.Map(_write_summary, ctx, beam.pvalue.AsSingleton(leaks),
+         | "summary" >> beam.Map(_write_summary, ctx, beam.pvalue.AsSingleton(leak_top),
+                                 beam.pvalue.AsSingleton(leak_count),
                                  beam.pvalue.AsSingleton(_dict(verdicts.count, "audio")),
                                  beam.pvalue.AsSingleton(_dict(image_counts, "images")),
                                  beam.pvalue.AsSingleton(_dict(card, "card")),

@@ -247,12 +247,18 @@ def test_a_leak_fails_the_build_before_anything_is_published(tiny_build, tmp_pat
     bad = parse_config(tiny_config("http://127.0.0.1:1", str(copy)))
     test_members = sorted((copy / "work" / "shards").glob("test-*.members.parquet"))[0]
     train_members = sorted((copy / "work" / "shards").glob("train-*.members.parquet"))[0]
-    stolen = pq.read_table(train_members).to_pylist()[0]
-    rows = pq.read_table(test_members).to_pylist() + [{**stolen, "record": "xeno-canto:0", "split": "test"}]
-    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(test_members)), test_members)  # one observation, two sides
-    with pytest.raises(LeakError, match="observation"):
+    stolen = [m for p in sorted((copy / "work" / "shards").glob("*.members.parquet")) if not p.name.startswith("test-")
+              for m in pq.read_table(p).to_pylist()]
+    assert len(stolen) > 20 and train_members
+    rows = pq.read_table(test_members).to_pylist() + [{**m, "record": f"xeno-canto:{i}", "split": "test"}
+                                                      for i, m in enumerate(stolen)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(test_members)), test_members)  # observations on two sides
+    with pytest.raises(LeakError, match=r"leak\(s\) across splits"):
         finalize(context(bad, "full"))
     assert not (copy / "shards" / "manifest.json").exists()
+    summary = json.load(open(copy / "work" / "finalize.json"))
+    # every leak counted, 20 of them kept (the summary stays small however broken the build)
+    assert summary["leak_count"] >= len(stolen) and summary["leaks"] == sorted(summary["leaks"]) and len(summary["leaks"]) == 20
 
 
 def test_gbif_mirrors_are_kept_once_and_gbif_only_records_kept(tiny_build):
