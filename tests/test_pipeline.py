@@ -291,3 +291,47 @@ def test_rebuild_offline_from_raw_pages_and_caches_is_byte_identical(tiny_build,
     with open(copy / "shards" / "manifest.json", "rb") as fh:
         assert fh.read() == before  # every tar's sha256 and the manifest identical
     assert again["accounting"] == stats["accounting"]
+
+
+def side_input_producers(transform: "beam.PTransform") -> set[str]:
+    """The names of the transforms whose outputs a composite's graph reads as side inputs."""
+    import apache_beam as beam
+    from apache_beam.portability import common_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
+    p = beam.Pipeline()
+    _ = p | "t" >> transform
+    proto = p.to_runner_api()
+    producer = {pc: t.unique_name for t in proto.components.transforms.values() for pc in t.outputs.values()
+                if not t.subtransforms}
+    made = set()
+    for t in proto.components.transforms.values():
+        if t.spec.urn == common_urns.primitives.PAR_DO.urn:
+            payload = beam_runner_api_pb2.ParDoPayload.FromString(t.spec.payload)
+            made |= {producer[t.inputs[tag]] for tag in payload.side_inputs}
+    return made
+
+
+def test_plan_and_finalize_side_inputs_are_bounded_by_species_shards_or_constants(tiny_build):
+    """An incremental run's plan and finalize graphs read as side inputs only what is bounded: counters of
+    fixed keys, per-species tables, the split histogram's buckets, the planned shard names, the last
+    manifest's per-shard tombstone entries, 20 leaks and their count, WriteTable's totals.  The run's
+    tombstones (once one list, read whole by finalize) and the leaks (once all of them) are not."""
+    from bestiary.pipelines.context import RunContext
+    from bestiary.pipelines.finalize import Finalize
+    from bestiary.pipelines.shard import PlanShards
+    cfg, _ = tiny_build
+    ctx = RunContext(cfg, run=2, mode="incremental")
+    bounded = {"plan": {"as dict", "reasons dict",            # counters of fixed keys
+                        "taxa merged", "scarce first", "obs only",   # one entry per species
+                        "cuts", "histogram",                  # per (split, bucket): a fixed count
+                        "planned list",                       # the shard names
+                        "its tombstones",                     # the last manifest's entries, one per shard
+                        "total"},                             # WriteTable's (rows, bytes)
+               "finalize": {"audio dict", "images dict", "card dict", "reasons dict",  # fixed keys, species, bins
+                            "first leaks", "leak count", "total"}}
+    for name, transform in (("plan", PlanShards(ctx)),
+                            ("finalize", Finalize(ctx, {"train-000000.tar": "tombstones/train-000000.v2.json"}))):
+        made = side_input_producers(transform)
+        assert len(made) >= 8, (name, made)
+        assert [n for n in made if not bounded[name] & set(n.split("/"))] == [], name
+    assert any("its tombstones" in n for n in side_input_producers(PlanShards(ctx)))
