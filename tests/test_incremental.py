@@ -91,14 +91,7 @@ def test_a_changed_record_becomes_a_tombstone_and_new_samples(archive_server, tm
     members = io.read_rows(os.path.join(out, "work", "shards", "*.members.parquet"))
     inat_members = [m for m in members if m["record"].startswith("inaturalist:")]
     assert inat_members
-    sound_id = int(inat_members[0]["record"].rsplit("-", 1)[1])
-    obs = next(o for o in state.archive.inat if any(s.id == sound_id for s in o.sounds))
-    old = (obs.updated, obs.description)
-    obs.updated, obs.description = "2099-01-01T00:00:00+00:00", "Re-identified after review."
-    try:
-        build(cfg, incremental=True)
-    finally:
-        obs.updated, obs.description = old
+    edit_and_grow(state, cfg, inat_members[0]["record"], "2099-01-01T00:00:00+00:00", "Re-identified after review.")
     manifest = io.read_json(os.path.join(out, "shards", "manifest.json"))
     dead = deleted_keys(os.path.join(out, "shards"))
     assert dead and {d.split("/", 1)[1] for d in dead} >= set(inat_members[0]["samples"])
@@ -132,13 +125,7 @@ def test_a_changed_record_becomes_a_tombstone_and_new_samples(archive_server, tm
     assert split_samples(os.path.join(out, "shards"), tuple(manifest["splits"])) == total - len(dead)
     other = next(m for m in members if m["file"] == shard_file and m["record"].startswith("inaturalist:")
                  and m["record"] != inat_members[0]["record"])
-    second = next(o for o in state.archive.inat if any(s.id == int(other["record"].rsplit("-", 1)[1]) for s in o.sounds))
-    old = (second.updated, second.description)
-    second.updated, second.description = "2099-02-01T00:00:00+00:00", "Re-identified again."
-    try:
-        build(cfg, incremental=True)
-    finally:
-        second.updated, second.description = old
+    edit_and_grow(state, cfg, other["record"], "2099-02-01T00:00:00+00:00", "Re-identified again.")
     v3 = io.read_json(os.path.join(out, "shards", "manifest.json"))
     assert v3["version"] == 3 and not v3.get("deleted")
     now = deleted_keys(os.path.join(out, "shards"))
@@ -153,6 +140,19 @@ def test_a_changed_record_becomes_a_tombstone_and_new_samples(archive_server, tm
     keys = live_samples(out)
     assert not any(d.split("/", 1)[1] in keys for d in now) and loader_keys(out, v3) == set(keys)
     assert io.read_json(os.path.join(out, "stats.json"))["accounting"]["balanced"]
+
+
+def edit_and_grow(state, cfg, record: str, updated: str, description: str) -> None:
+    """The iNaturalist observation of a sample's record edited (a new `updated_at`), an incremental run over
+    it, and the observation as it was again."""
+    sound_id = int(record.rsplit("-", 1)[1])
+    obs = next(o for o in state.archive.inat if any(s.id == sound_id for s in o.sounds))
+    old = (obs.updated, obs.description)
+    obs.updated, obs.description = updated, description
+    try:
+        build(cfg, incremental=True)
+    finally:
+        obs.updated, obs.description = old
 
 
 def loader_keys(out: str, manifest: dict) -> set[str]:
