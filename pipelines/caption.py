@@ -20,6 +20,7 @@ from bestiary.pipelines import io
 from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.hosts import HostWork, KeyByHost
 from bestiary.pipelines.plan import taxon_is_unseen
+from bestiary.pipelines.singletons import Once, one
 from bestiary.pipelines.tables import ReadTable, WriteTable
 from bestiary.schemas.config import BuildConfig
 from bestiary.schemas.records import CAPTION_SCHEMA, TAXON_RANKS
@@ -160,8 +161,13 @@ class MostFrequentWords(beam.PTransform):
 
     def expand(self, words):
         return (words | "pairs" >> beam.Map(lambda w: (w, 1)) | "count" >> beam.CombinePerKey(sum)
-                | "most frequent" >> beam.combiners.Top.Of(self.n, key=_by_count, reverse=True)
+                | "most frequent" >> beam.combiners.Top.Of(self.n, key=_by_count, reverse=True).without_defaults()
                 | "as dict" >> beam.Map(dict))
+
+
+def _write_stats(_, ctx: RunContext, words: dict, tally: dict) -> None:
+    io.write_json(ctx.path("work", "caption-words.json"), words)
+    io.write_json(ctx.path("work", "stats-caption.json"), caption_stats(tally.get("captions", 0), tally, ctx.cfg))
 
 
 class Caption(beam.PTransform):
@@ -196,13 +202,10 @@ class Caption(beam.PTransform):
                   | "words" >> beam.FlatMap(lambda kv: [w for caps_ in kv[1]["cap"] if kv[1]["seen"]
                                                         for c in caps_ for w in words_of(c["text"])]))
                  | "word counts" >> MostFrequentWords(WORDS_KEPT))
-        _ = words | "write words" >> beam.Map(lambda d: io.write_json(ctx.path("work", "caption-words.json"), d))
         tally = (caps | "tally" >> beam.FlatMap(_tally) | "sum" >> beam.CombinePerKey(sum)
-                 | "as dict" >> beam.combiners.ToDict())
-        (pbegin | "once" >> beam.Create([None])
-         | "stats" >> beam.Map(lambda _, t: io.write_json(ctx.path("work", "stats-caption.json"),
-                                                          caption_stats(t.get("captions", 0), t, cfg)),
-                               beam.pvalue.AsSingleton(tally)))
+                 | "as dict" >> beam.combiners.ToDict().without_defaults())
+        (pbegin | "once" >> Once()
+         | "stats" >> beam.Map(_write_stats, ctx, one(words, {}), one(tally, {})))
         return caps
 
 

@@ -26,6 +26,7 @@ from bestiary.pipelines import io
 from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.hosts import HostWork, host_slot
 from bestiary.pipelines.killpoints import killpoint
+from bestiary.pipelines.singletons import Once, one
 from bestiary.pipelines.tables import WriteTable, part_name, sort_rows, write_part
 from bestiary.schemas.records import CATALOG_SCHEMA, REJECT_SCHEMA, reject, typed_catalog_row
 
@@ -312,6 +313,7 @@ def _write_empty(counts: dict, ctx: RunContext) -> None:
 
 
 def _write_stats(_, ctx: RunContext, counts: dict, failed: list[dict], cursors: dict) -> None:
+    _write_empty(counts, ctx)
     io.write_json(ctx.path("work", "cursors.json"), dict(sorted(cursors.items())))
     io.write_json(ctx.path("work", "stats-crawl.json"), {
         "raw_records": counts.get("raw", 0), "catalog_rows": counts.get("rows", 0),
@@ -355,13 +357,12 @@ class Crawl(beam.PTransform):
                    picked.dropped | "n dropped" >> beam.Map(lambda n: ("dropped", n)),
                    picked.gone | "n gone" >> beam.Map(lambda _: ("gone", 1)),
                    rejects | "n rejects" >> beam.Map(lambda _: ("rejects", 1)))
-                  | "counts" >> beam.Flatten() | "sum" >> beam.CombinePerKey(sum) | "as dict" >> beam.combiners.ToDict())
+                  | "counts" >> beam.Flatten() | "sum" >> beam.CombinePerKey(sum)
+                  | "as dict" >> beam.combiners.ToDict().without_defaults())
         cursors = (kept | "cursor ids" >> beam.FlatMap(lambda v: [(v["source"], v["cursor"])] if v["cursor"] else [])
-                   | "max id" >> beam.CombinePerKey(max) | "cursors" >> beam.combiners.ToDict())
-        _ = counts | "empty tables" >> beam.Map(_write_empty, ctx)
-        (pbegin | "once" >> beam.Create([None])
-         | "stats" >> beam.Map(_write_stats, ctx, beam.pvalue.AsSingleton(counts), beam.pvalue.AsList(failed),
-                               beam.pvalue.AsSingleton(cursors)))
+                   | "max id" >> beam.CombinePerKey(max) | "cursors" >> beam.combiners.ToDict().without_defaults())
+        (pbegin | "once" >> Once()
+         | "stats" >> beam.Map(_write_stats, ctx, one(counts, {}), beam.pvalue.AsList(failed), one(cursors, {})))
         return written
 
 

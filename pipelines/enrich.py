@@ -31,6 +31,7 @@ from bestiary.pipelines.bloom import Bloom, BuildBloom
 from bestiary.pipelines.cache import cached_json
 from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.hosts import HostWork, KeyByHost
+from bestiary.pipelines.singletons import Once, one
 from bestiary.pipelines.tables import ReadTable, WriteTable
 from bestiary.schemas.records import RESOLUTION_SCHEMA, TAXON_RANKS, TAXON_SCHEMA
 from bestiary.taxonomy import backbone as bb
@@ -345,7 +346,7 @@ class BackboneResolve(beam.PTransform):
     def expand(self, asks):
         t = self.ctx.cfg.taxonomy
         kingdoms, threshold = tuple(t.kingdoms), t.fuzzy_threshold
-        rngs = (asks.pipeline | "backbone" >> beam.Create([t.backbone])
+        rngs = (asks.pipeline | "backbone" >> Once(t.backbone)
                 | "ranges" >> beam.FlatMap(tables.byte_ranges, t.backbone_parts))
         want1 = asks | "wanted 1" >> beam.FlatMap(_pass1_wanted) | "filter 1" >> beam.CombineGlobally(BuildBloom())
         pass1 = (rngs | "spread 1" >> beam.Reshuffle()
@@ -444,7 +445,7 @@ class WithInatTaxa(beam.PTransform):
                 | "no taxon" >> beam.Map(lambda r: (r, None)))
         want = (keyed | "ids wanted" >> beam.MapTuple(lambda i, _: (TAXON_ID, i))
                 | "id filter" >> beam.CombineGlobally(BuildBloom()))
-        taxa = (rows.pipeline | "taxa table" >> beam.Create([self.path])
+        taxa = (rows.pipeline | "taxa table" >> Once(self.path)
                 | "taxa ranges" >> beam.FlatMap(tables.byte_ranges, self.parts) | "spread" >> beam.Reshuffle()
                 | "scan taxa" >> beam.ParDo(ScanInatTaxa(self.path), beam.pvalue.AsSingleton(want)))
         joined = ({"rows": keyed, "taxon": taxa} | "rows by id" >> beam.CoGroupByKey()
@@ -600,7 +601,7 @@ class Enrich(beam.PTransform):
         lookups = (rows | "inat taxa" >> WithInatTaxa(t.inat_taxa, t.backbone_parts)
                    | "lookups" >> beam.ParDo(LookupFor(t.ebird)))
         named = lookups | "keyed by name" >> beam.FlatMap(_record_names)
-        trait_tables = (pbegin | "trait specs" >> beam.Create([None])
+        trait_tables = (pbegin | "trait specs" >> Once()
                         | "trait tables" >> beam.Map(_read_trait_tables, [(tt.path, tt.mapping) for tt in t.traits]))
         asks = ((named | "record asks" >> beam.MapTuple(lambda k, item: (k, NameAsk(item[1].name))),
                  trait_tables | "trait asks" >> beam.FlatMap(_trait_asks))
@@ -624,7 +625,7 @@ class Enrich(beam.PTransform):
         res = (({"records": named, "match": matches} | "records by name" >> beam.CoGroupByKey()
                 | "per record" >> beam.FlatMap(_record_resolutions), unnamed) | "resolutions" >> beam.Flatten())
         res | "write resolutions" >> WriteTable(ctx.path("catalog", "resolutions"), RESOLUTION_SCHEMA)
-        ebird_common = (pbegin | "ebird" >> beam.Create([t.ebird])
+        ebird_common = (pbegin | "ebird" >> Once(t.ebird)
                         | "ebird names" >> beam.Map(lambda p: {e.sci_name: e.common_name for e in read_ebird(p).values()
                                                                if e.category == "species"} if p else {}))
         names = (res | "by taxon" >> beam.FlatMap(lambda r: [(r["taxon_id"], r)] if r["taxon_id"] else [])
@@ -634,25 +635,27 @@ class Enrich(beam.PTransform):
         taxa | "write taxa" >> WriteTable(ctx.path("catalog", "taxa"), TAXON_SCHEMA, sort_by=("taxon_id",))
         trait_matches = (matches | "trait names' matches" >> beam.FlatMap(
             lambda kv: [(kv[0], kv[1][0]["taxon_id"])] if kv[1][1].in_traits and kv[1][0].get("taxon_id") else [])
-            | "trait names" >> beam.combiners.ToDict())
-        traits = (taxa | "taxa list" >> beam.combiners.ToList()
-                  | "join traits" >> beam.Map(trait_rows, beam.pvalue.AsSingleton(trait_tables),
-                                              beam.pvalue.AsSingleton(trait_matches)))
+            | "trait names" >> beam.combiners.ToDict().without_defaults())
+        taxa_list = taxa | "taxa list" >> beam.combiners.ToList().without_defaults()
+        traits = (pbegin | "traits once" >> Once()
+                  | "join traits" >> beam.Map(lambda _, tx, tables, names: trait_rows(tx, tables, names),
+                                              one(taxa_list, []), beam.pvalue.AsSingleton(trait_tables),
+                                              one(trait_matches, {})))
         (traits | "trait rows" >> beam.FlatMap(lambda tr: tr[0])
          | "write traits" >> WriteTable(ctx.path("catalog", "traits"), TRAIT_SCHEMA, sort_by=("taxon_id",)))
         counts = (res | "counts" >> beam.FlatMap(_counts) | "sum" >> beam.CombinePerKey(sum)
-                  | "as dict" >> beam.combiners.ToDict())
+                  | "as dict" >> beam.combiners.ToDict().without_defaults())
         per_name = res | "name counts" >> beam.FlatMap(_name_counts) | "sum per name" >> beam.CombinePerKey(sum)
         by_kind = per_name | "by kind" >> beam.MapTuple(lambda k, n: (k.split("|", 1)[0], (k.split("|", 1)[1], n)))
         top = (by_kind | "most frequent" >> beam.combiners.Top.PerKey(TOP_NAMES, key=_top_key, reverse=True)
-               | "top as dict" >> beam.combiners.ToDict())
+               | "top as dict" >> beam.combiners.ToDict().without_defaults())
         distinct = (by_kind | "one each" >> beam.MapTuple(lambda kind, _: (kind, 1))
-                    | "distinct names" >> beam.CombinePerKey(sum) | "distinct as dict" >> beam.combiners.ToDict())
-        (pbegin | "once" >> beam.Create([None])
+                    | "distinct names" >> beam.CombinePerKey(sum)
+                    | "distinct as dict" >> beam.combiners.ToDict().without_defaults())
+        (pbegin | "once" >> Once()
          | "stats" >> beam.Map(lambda _, c, tp, d, tr: io.write_json(ctx.path("work", "stats-enrich.json"),
                                                                       coverage(c, tp, d, tr[1])),
-                               beam.pvalue.AsSingleton(counts), beam.pvalue.AsSingleton(top),
-                               beam.pvalue.AsSingleton(distinct), beam.pvalue.AsSingleton(traits)))
+                               one(counts, {}), one(top, {}), one(distinct, {}), beam.pvalue.AsSingleton(traits)))
         return res
 
 

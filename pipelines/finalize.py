@@ -20,6 +20,7 @@ from bestiary.pipelines import io
 from bestiary.pipelines.context import RunContext
 from bestiary.pipelines.dedupe import FindLeaks
 from bestiary.pipelines.shard import INDEX_SCHEMA
+from bestiary.pipelines.singletons import Once, one
 from bestiary.pipelines.tables import ReadTable, WriteTable
 from bestiary.pipelines.tombstones import ReadTombstones
 from bestiary.schemas.records import REJECT_SCHEMA
@@ -128,7 +129,8 @@ def _write_summary(_, ctx: RunContext, leaks: list, leak_count: int, audio: dict
 
 
 def _dict(pcoll, label: str):
-    return pcoll | f"{label} sum" >> beam.CombinePerKey(sum) | f"{label} dict" >> beam.combiners.ToDict()
+    return one(pcoll | f"{label} sum" >> beam.CombinePerKey(sum)
+               | f"{label} dict" >> beam.combiners.ToDict().without_defaults(), {})
 
 
 class Finalize(beam.PTransform):
@@ -150,8 +152,8 @@ class Finalize(beam.PTransform):
         images = pbegin | "images" >> ReadTable(ctx.path("catalog", "images"), ["key", "source", "license"])
         leaks = members | "leaks" >> FindLeaks()
         # a broken build could leak every record: the summary keeps 20 of them and counts them all
-        leak_top = leaks | "first leaks" >> beam.combiners.Top.Smallest(LEAKS_KEPT)
-        leak_count = leaks | "leak count" >> beam.combiners.Count.Globally()
+        leak_top = leaks | "first leaks" >> beam.combiners.Top.Of(LEAKS_KEPT, reverse=True).without_defaults()
+        leak_count = leaks | "leak count" >> beam.combiners.Count.Globally().without_defaults()
         live = ({"member": members | "member by shard" >> beam.Map(lambda m: (m["file"], m)),
                  "dead": pbegin | "tombstones" >> ReadTombstones(ctx, self.sidecars)}
                 | "shard join" >> beam.CoGroupByKey() | "live" >> beam.FlatMap(_live))
@@ -186,13 +188,10 @@ class Finalize(beam.PTransform):
         card = ((verdicts.card | "card facts" >> beam.FlatMap(_card_facts),
                  audio | "catalog facts" >> beam.FlatMap(_catalog_facts), people) | "facts" >> beam.Flatten())
         reasons = rejects | "reasons" >> beam.Map(lambda r: (f"{r['stage']}/{r['reason']}", 1))
-        (pbegin | "once" >> beam.Create([None])
-         | "summary" >> beam.Map(_write_summary, ctx, beam.pvalue.AsSingleton(leak_top),
-                                 beam.pvalue.AsSingleton(leak_count),
-                                 beam.pvalue.AsSingleton(_dict(verdicts.count, "audio")),
-                                 beam.pvalue.AsSingleton(_dict(image_counts, "images")),
-                                 beam.pvalue.AsSingleton(_dict(card, "card")),
-                                 beam.pvalue.AsSingleton(_dict(reasons, "reasons"))))
+        (pbegin | "once" >> Once()
+         | "summary" >> beam.Map(_write_summary, ctx, one(leak_top, []), one(leak_count, 0),
+                                 _dict(verdicts.count, "audio"), _dict(image_counts, "images"), _dict(card, "card"),
+                                 _dict(reasons, "reasons")))
         return verdicts.index
 
 

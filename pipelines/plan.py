@@ -20,6 +20,7 @@ from collections import defaultdict
 import apache_beam as beam
 
 from bestiary.connectors.registry import code_of
+from bestiary.pipelines.singletons import one
 from bestiary.schemas.config import ShardConfig, SplitConfig
 from bestiary.schemas.records import reject
 
@@ -246,7 +247,8 @@ class Plan(beam.PTransform):
                    | "record join" >> beam.CoGroupByKey()
                    | "planned" >> beam.FlatMap(_planned, self.clip_seconds, self.max_clips))
         cuts = (planned | "buckets" >> beam.Map(lambda r: ((r["split"], vbucket(r["key"])), r["expected_clips"]))
-                | "bucket clips" >> beam.CombinePerKey(sum) | "histogram" >> beam.combiners.ToList()
+                | "bucket clips" >> beam.CombinePerKey(sum) | "histogram" >> beam.combiners.ToList().without_defaults()
                 | "cuts" >> beam.Map(_cuts, self.shard_cfg, self.clip_seconds, self.rate))
-        assigned = planned | "assign" >> beam.Map(_assign, beam.pvalue.AsSingleton(cuts), self.first)
+        # no histogram means no planned rows, and then nothing reads the cuts
+        assigned = planned | "assign" >> beam.Map(_assign, one(cuts, None), self.first)
         return assigned, rejects

@@ -23,6 +23,7 @@ from bestiary.pipelines.materialize import Materialize
 from bestiary.pipelines.plan import Plan
 from bestiary.pipelines.probe import PROBE_SCHEMA, Probe, probe_item
 from bestiary.pipelines.select import AUDIO_COLUMNS, IMAGE_COLUMNS, SelectRows, dress
+from bestiary.pipelines.singletons import Nothing, Once, one
 from bestiary.pipelines.tables import ReadTable, WriteTable
 from bestiary.pipelines.tombstones import WriteTombstones
 from bestiary.schemas.records import REJECT_SCHEMA, reject
@@ -140,7 +141,8 @@ def _tally(name: str, pcoll, fn=lambda _: 1):
     return pcoll | f"n {name}" >> beam.Map(lambda x: (name, fn(x)))
 
 
-def _write_plan_stats(_, ctx: RunContext, counts: dict, reasons: dict) -> None:
+def _write_plan_stats(_, ctx: RunContext, counts: dict, reasons: dict, planned_shards: list[str]) -> None:
+    io.write_json(ctx.path("work", "shards-planned.json"), sorted(planned_shards))
     def part(prefix):
         return {k.split("|", 1)[1]: v for k, v in counts.items() if k.startswith(prefix + "|")}
     io.write_json(ctx.path("work", "stats-plan.json"), {
@@ -172,7 +174,7 @@ class PlanShards(beam.PTransform):
         # ---- the record index: what earlier runs published (empty in run 1)
         incremental = ctx.run > 1
         index = (pbegin | "index" >> ReadTable(ctx.path("state", "index")) if incremental
-                 else pbegin | "no index" >> beam.Create([]))
+                 else pbegin | "no index" >> Nothing())
         state = ({"rec": sel.audio | "sel by key" >> beam.Map(lambda r: (r["key"], r)),
                   "idx": index | "idx by key" >> beam.Map(lambda r: (r["key"], r))}
                  | "index join" >> beam.CoGroupByKey()
@@ -231,13 +233,13 @@ class PlanShards(beam.PTransform):
         # ---- tombstones, carried rejects
         dead = (changes.changed, changes.gone) | "dead" >> beam.Flatten()
         members = (pbegin | "old members" >> ReadTable(ctx.path("work", "shards", "*.members.parquet")) if incremental
-                   else pbegin | "no members" >> beam.Create([]))
+                   else pbegin | "no members" >> Nothing())
         tombs = ({"dead": dead | "dead by key" >> beam.Map(lambda k: (k, 1)),
                   "member": members | "member by record" >> beam.Map(lambda m: (m["record"], m))}
                  | "tomb join" >> beam.CoGroupByKey() | "tombstones" >> beam.FlatMap(_tombstones))
         tombs | "write tombstones" >> WriteTombstones(ctx)
         old_rejects = (pbegin | "old rejects" >> ReadTable(ctx.path("rejects")) if incremental
-                       else pbegin | "no old rejects" >> beam.Create([]))
+                       else pbegin | "no old rejects" >> Nothing())
         carried = ({"kept": state.kept | "kept by key" >> beam.Map(lambda k: (k, 1)),
                     "old": old_rejects | "old by key" >> beam.FlatMap(
                         lambda r: [(r["key"], r)] if r["stage"] in CARRIED_STAGES else [])}
@@ -246,25 +248,24 @@ class PlanShards(beam.PTransform):
         (rejects | "strip" >> beam.Map(lambda r: {k: r[k] for k in ("key", "stage", "reason", "detail")})
          | "write rejects" >> WriteTable(ctx.path("work", "rejects-plan"), REJECT_SCHEMA, sort_by=("key", "stage", "reason")))
 
-        (planned | "planned shards" >> beam.Map(lambda r: r["shard"]) | "distinct planned" >> beam.Distinct()
-         | "planned list" >> beam.combiners.ToList()
-         | "write planned" >> beam.Map(lambda ns: io.write_json(ctx.path("work", "shards-planned.json"), sorted(ns))))
+        shards = planned | "planned shards" >> beam.Map(lambda r: r["shard"]) | "distinct planned" >> beam.Distinct()
+        planned_shards = shards | "planned list" >> beam.combiners.ToList().without_defaults()
 
         # ---- stats
         counts = ((_tally("fresh", state.fresh), _tally("changed", changes.changed), _tally("gone", changes.gone),
                    _tally("new", changes.new),
                    _tally("images", sel.images), _tally("planned", planned), _tally("tombstones", tombs),
-                   planned | "shard names" >> beam.Map(lambda r: r["shard"]) | "distinct shards" >> beam.Distinct()
-                   | "n shards" >> beam.Map(lambda _: ("shards", 1)),
+                   shards | "n shards" >> beam.Map(lambda _: ("shards", 1)),
                    (sel.rejects, out.rejects) | "image rejects" >> beam.Flatten()
                    | "excluded" >> beam.FlatMap(lambda r: [(f"excluded|{r['reason']}", 1)]
                                                 if r.get("_media_type") == "image" else []),
                    dropped_images | "n dup images" >> beam.Map(lambda _: ("excluded|duplicate_image", 1)))
-                  | "counts" >> beam.Flatten() | "sum" >> beam.CombinePerKey(sum) | "as dict" >> beam.combiners.ToDict())
+                  | "counts" >> beam.Flatten() | "sum" >> beam.CombinePerKey(sum)
+                  | "as dict" >> beam.combiners.ToDict().without_defaults())
         reasons = (rejects | "reasons" >> beam.Map(lambda r: (r["reason"], 1)) | "sum reasons" >> beam.CombinePerKey(sum)
-                   | "reasons dict" >> beam.combiners.ToDict())
-        (pbegin | "once" >> beam.Create([None])
-         | "stats" >> beam.Map(_write_plan_stats, ctx, beam.pvalue.AsSingleton(counts), beam.pvalue.AsSingleton(reasons)))
+                   | "reasons dict" >> beam.combiners.ToDict().without_defaults())
+        (pbegin | "once" >> Once()
+         | "stats" >> beam.Map(_write_plan_stats, ctx, one(counts, {}), one(reasons, {}), one(planned_shards, [])))
         return planned
 
 

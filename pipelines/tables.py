@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bestiary.pipelines import io
+from bestiary.pipelines.singletons import Once, one
 from bestiary.schemas.records import to_table
 
 ROW_GROUP = 10_000
@@ -70,7 +71,7 @@ class ReadTable(beam.PTransform):
         self.where, self.columns = where, columns
 
     def expand(self, pbegin):
-        return (pbegin | "where" >> beam.Create([self.where]) | "parts" >> beam.FlatMap(io.parts)
+        return (pbegin | "where" >> Once(self.where) | "parts" >> beam.FlatMap(io.parts)
                 | "spread" >> beam.Reshuffle() | "rows" >> beam.ParDo(_ReadPart(self.columns)))
 
 
@@ -104,7 +105,7 @@ def _assign(row: dict, total: tuple[int, int], part_bytes: int, by: str):
     return stable_bucket(row.get(by), max(1, math.ceil(total[1] / part_bytes))), row
 
 
-def _write_empty(total: tuple[int, int], folder: str, schema: pa.Schema) -> None:
+def _write_empty(_, total: tuple[int, int], folder: str, schema: pa.Schema) -> None:
     if total[0] == 0:  # readers still see the table's columns
         write_part(io.join(folder, part_name(0)), [], schema)
 
@@ -121,20 +122,10 @@ class WriteTable(beam.PTransform):
 
     def expand(self, rows):
         total = (rows | "weigh" >> beam.Map(lambda r: (1, row_bytes(r)))
-                 | "total" >> beam.CombineGlobally(_sum_pairs))
-        keyed = rows | "part of" >> beam.Map(_assign, beam.pvalue.AsSingleton(total), self.part_bytes, self.sort_by[0])
-        _ = total | "empty table" >> beam.Map(_write_empty, self.folder, self.schema)
+                 | "total" >> beam.CombineGlobally(_sum_pairs).without_defaults())
+        keyed = rows | "part of" >> beam.Map(_assign, one(total, (0, 0)), self.part_bytes, self.sort_by[0])
+        _ = (rows.pipeline | "if empty" >> Once()
+             | "empty table" >> beam.Map(_write_empty, one(total, (0, 0)), self.folder, self.schema))
         return (keyed | "group parts" >> beam.GroupByKey()
                 | "write parts" >> beam.ParDo(_WritePart(self.folder, self.schema, self.sort_by)))
 
-
-def write_json_once(pbegin, path: str, **side):
-    """Write one JSON object built from singleton side inputs (e.g. stage stats), after they are computed."""
-    def build(_, **values):
-        out = {}
-        for v in values.values():
-            out.update(v)
-        io.write_json(path, out)
-    return (pbegin | f"once {path.rsplit('/', 1)[-1]}" >> beam.Create([None])
-            | f"write {path.rsplit('/', 1)[-1]}" >> beam.Map(build, **{k: beam.pvalue.AsSingleton(v)
-                                                                        for k, v in side.items()}))

@@ -13,6 +13,7 @@ import apache_beam as beam
 
 from bestiary.pipelines import io
 from bestiary.pipelines.context import RunContext
+from bestiary.pipelines.singletons import Nothing, Once
 
 DIR = "tombstones"   # under shards/, beside the manifest that names its files
 
@@ -59,7 +60,7 @@ class WriteTombstones(beam.PTransform):
 
     def expand(self, tombs):
         ctx = self.ctx
-        last = tombs.pipeline | "last manifest" >> beam.Create([None] if ctx.incremental else [])
+        last = tombs.pipeline | "last manifest" >> (Once() if ctx.incremental else Nothing())
         before = beam.pvalue.AsSingleton(last | "its tombstones" >> beam.Map(lambda _: published(ctx)), default_value={})
         # a manifest from before sidecars lists its tombstones in `deleted`: they move to the sidecars once
         legacy = last | "its old list" >> beam.FlatMap(lambda _: io.read_json(ctx.path("shards", "manifest.json"))
