@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_PORT ?= 8765
 DEMO_OUT ?= demo_out
+# test processes (pytest-xdist), a test file to each at a time; the suite's builds use one core each
+TEST_WORKERS ?= 2
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup browser demo bigworld test test-all bench clean
@@ -34,10 +36,10 @@ bigworld: setup
 	bash scripts/bigworld.sh
 
 test: setup
-	BESTIARY_REQUIRE_BROWSER=$(CAN_APT) $(BIN)/python -m pytest -q -m "not slow"
+	BESTIARY_REQUIRE_BROWSER=$(CAN_APT) $(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 test-all: setup
-	BESTIARY_REQUIRE_BROWSER=$(CAN_APT) $(BIN)/python -m pytest -q
+	BESTIARY_REQUIRE_BROWSER=$(CAN_APT) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache
