@@ -335,3 +335,27 @@ def test_plan_and_finalize_side_inputs_are_bounded_by_species_shards_or_constant
         assert len(made) >= 8, (name, made)
         assert [n for n in made if not bounded[name] & set(n.split("/"))] == [], name
     assert any("its tombstones" in n for n in side_input_producers(PlanShards(ctx)))
+
+
+def test_no_stage_pays_for_a_global_combines_default_branch(tiny_build):
+    """A global combine's default branch (a Create, a side input and a ParDo for the empty input's value) is
+    five transforms and a stage; the stages name the empty value at the reader instead (singletons.one).  Only
+    the Bloom filters keep theirs: their empty value is a 2 MiB filter, which would travel in the graph."""
+    import apache_beam as beam
+    from bestiary.pipelines.caption import Caption
+    from bestiary.pipelines.context import RunContext
+    from bestiary.pipelines.crawl import Crawl
+    from bestiary.pipelines.enrich import Enrich
+    from bestiary.pipelines.finalize import Finalize
+    from bestiary.pipelines.shard import PlanShards
+    from bestiary.pipelines.runs import partitions
+    cfg, _ = tiny_build
+    ctx = RunContext(cfg, run=2, mode="incremental", partitions=tuple(partitions(cfg)))
+    blooms = {"filter 1", "filter 2", "id filter"}
+    for name, transform in (("crawl", Crawl(ctx)), ("enrich", Enrich(ctx)), ("caption", Caption(ctx)),
+                            ("plan", PlanShards(ctx)), ("finalize", Finalize(ctx, {}))):
+        p = beam.Pipeline()
+        _ = p | name >> transform
+        leaves = [t.unique_name for t in p.to_runner_api().components.transforms.values() if not t.subtransforms]
+        defaults = [n for n in leaves if ("/DoOnce/" in n or n.endswith("/InjectDefault")) and not blooms & set(n.split("/"))]
+        assert len(leaves) > 20 and defaults == [], (name, defaults)
