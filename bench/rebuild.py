@@ -12,7 +12,7 @@ server gone, side by side on the same cached media and on all cores:
 - the import floor: CPU seconds of `import apache_beam` plus bestiary's stages, which a Beam rebuild pays
   at least twice (the driver, and the warm worker server its SDK workers fork from).
 Printed: CPU seconds of each and bestiary's throughput against the bare chain's (goal >= 0.7), and the
-ceiling the analysis and the imports leave: bare / (analysis + import floor).
+ceiling the analysis and the imports leave: bare / (analysis + 2 x import floor).
 
 Each side runs `--repeats` times, in turns, and the medians are compared (these machines are noisy: one
 pair of runs moved the ratio by a quarter).  CPU seconds come from getrusage of waited-for children.
