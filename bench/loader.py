@@ -12,7 +12,6 @@ Usage: python bench/loader.py [--shards demo_out/shards] [--batch 32]
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import tarfile

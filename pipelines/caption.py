@@ -9,7 +9,6 @@ filesystem, where every worker sees them.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import apache_beam as beam

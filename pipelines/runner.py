@@ -16,7 +16,6 @@ workers).  Every pipeline's serialized size is logged to `work/graphs.json`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess

@@ -38,7 +38,6 @@ def test_bootstrap_interval_on_a_known_answer():
 
 
 def test_random_embeddings_score_chance_on_every_metric_even_with_ties():
-    from bestiary.training.evaluate import bootstrap_ci
     rng = np.random.default_rng(5)
     classes = [f"c{i}" for i in range(8)]
     labels = [classes[i % 8] for i in range(400)]
