@@ -293,14 +293,19 @@ def test_rebuild_offline_from_raw_pages_and_caches_is_byte_identical(tiny_build,
     assert again["accounting"] == stats["accounting"]
 
 
-def side_input_producers(transform: "beam.PTransform") -> set[str]:
-    """The names of the transforms whose outputs a composite's graph reads as side inputs."""
+def graph_of(transform: "beam.PTransform"):
+    """A composite's graph on its own (the runner API proto), built and never run."""
     import apache_beam as beam
-    from apache_beam.portability import common_urns
-    from apache_beam.portability.api import beam_runner_api_pb2
     p = beam.Pipeline()
     _ = p | "t" >> transform
-    proto = p.to_runner_api()
+    return p.to_runner_api()
+
+
+def side_input_producers(transform: "beam.PTransform") -> set[str]:
+    """The names of the transforms whose outputs a composite's graph reads as side inputs."""
+    from apache_beam.portability import common_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
+    proto = graph_of(transform)
     producer = {pc: t.unique_name for t in proto.components.transforms.values() for pc in t.outputs.values()
                 if not t.subtransforms}
     made = set()
@@ -341,7 +346,6 @@ def test_no_stage_pays_for_a_global_combines_default_branch(tiny_build):
     """A global combine's default branch (a Create, a side input and a ParDo for the empty input's value) is
     five transforms and a stage; the stages name the empty value at the reader instead (singletons.one).  Only
     the Bloom filters keep theirs: their empty value is a 2 MiB filter, which would travel in the graph."""
-    import apache_beam as beam
     from bestiary.pipelines.caption import Caption
     from bestiary.pipelines.context import RunContext
     from bestiary.pipelines.crawl import Crawl
@@ -354,8 +358,6 @@ def test_no_stage_pays_for_a_global_combines_default_branch(tiny_build):
     blooms = {"filter 1", "filter 2", "id filter"}
     for name, transform in (("crawl", Crawl(ctx)), ("enrich", Enrich(ctx)), ("caption", Caption(ctx)),
                             ("plan", PlanShards(ctx)), ("finalize", Finalize(ctx, {}))):
-        p = beam.Pipeline()
-        _ = p | name >> transform
-        leaves = [t.unique_name for t in p.to_runner_api().components.transforms.values() if not t.subtransforms]
+        leaves = [t.unique_name for t in graph_of(transform).components.transforms.values() if not t.subtransforms]
         defaults = [n for n in leaves if ("/DoOnce/" in n or n.endswith("/InjectDefault")) and not blooms & set(n.split("/"))]
         assert len(leaves) > 20 and defaults == [], (name, defaults)
