@@ -85,15 +85,13 @@ def bare_one(job: tuple[str, str, list[float], float, int, int]) -> int:
     return out
 
 
-def analysis_one(media: dict, job: tuple[str, str, list[float], float, int, int]) -> int:
+def analysis_one(m, job: tuple[str, str, list[float], float, int, int]) -> int:
     """One medium through bestiary's own analysis (what the probe runs on it); returns the bytes it wrote."""
     from bestiary.media.audio import AudioError, analyze_audio
     from bestiary.media.derived import pack_clips
     from bestiary.media.fingerprints import dhash
     from bestiary.media.images import prepare_image
-    from bestiary.schemas.config import MediaConfig
-    kind, path, _, _, _, _ = job
-    m = MediaConfig.model_validate(media)
+    kind, path, _, _, _, _ = job   # m: the build's MediaConfig
     data = open(path, "rb").read()
     if kind == "image":
         dhash(data)
@@ -161,7 +159,7 @@ def measure(scale: float, env: dict, repeats: int) -> dict:
             bare_run = (time.perf_counter() - t0, cpu_seconds(own=True) - c0)
             c0 = cpu_seconds(own=True)
             with ProcessPoolExecutor(os.cpu_count()) as pool:
-                analysed = sum(pool.map(partial(analysis_one, cfg.media.model_dump()), jobs, chunksize=4))
+                analysed = sum(pool.map(partial(analysis_one, cfg.media), jobs, chunksize=4))
             runs.append((rwall, ours, *bare_run, cpu_seconds(own=True) - c0, import_floor(env)))
         rwall, ours, bare_wall, bare, analysis, floor = (statistics.median(r[i] for r in runs) for i in range(6))
     n_audio = sum(1 for j in jobs if j[0] == "audio")
