@@ -39,11 +39,6 @@ def band_salience(bands: np.ndarray, flatness: np.ndarray | None = None,
     return np.maximum(peak - np.median(snr, axis=1), 0.0)
 
 
-def _flatness(spec: np.ndarray) -> np.ndarray:
-    """Wiener entropy (geometric over arithmetic mean) along the last axis: 1 for noise-flat, near 0 for tones."""
-    return np.exp(np.mean(np.log(spec + 1e-20), axis=-1)) / (np.mean(spec, axis=-1) + 1e-20)
-
-
 class SalienceMeter:
     """Band powers per hop from blocks of mono samples at `rate`, streamed; `result()` gives the salience
     envelope (one value per hop, the last partial hop included, as the energy envelope has)."""
@@ -56,7 +51,14 @@ class SalienceMeter:
             edges = np.geomspace(LOW_HZ, high, BANDS + 1)
             band = np.digitize(np.fft.rfftfreq(N_FFT, 1 / rate), edges) - 1
             self.keep = (band >= 0) & (band < BANDS)
-            self.band = band[self.keep]
+            # the bins rise with frequency, so each band is a run of neighbouring columns: one reduceat sums
+            # them all (bands narrower than a bin have none and stay 0)
+            counts = np.bincount(band[self.keep], minlength=BANDS)
+            self.present = counts > 0
+            self.starts = (np.cumsum(counts) - counts)[self.present]
+            self.widths = counts[self.present]
+            self.tonal = (counts >= 3)[self.present]   # flatness needs a few bins; narrower bands count as flat
+            self.tonal_bands = np.flatnonzero(self.present)[self.tonal]
             self.window = np.hanning(N_FFT).astype(np.float32)
         self.rows: list[np.ndarray] = []
         self.flat: list[np.ndarray] = []
@@ -75,11 +77,12 @@ class SalienceMeter:
             spec = power.mean(axis=1)[:, self.keep]
             bands = np.zeros((n, BANDS), np.float32)   # float32: hours of hops stay a few MB
             flat = np.ones((n, BANDS), np.float32)
-            for b in range(BANDS):
-                cols = spec[:, self.band == b]
-                bands[:, b] = cols.sum(axis=1)
-                if cols.shape[1] >= 3:   # flatness needs a few bins; narrower low bands count as flat
-                    flat[:, b] = _flatness(cols)
+            sums = np.add.reduceat(spec, self.starts, axis=1)
+            bands[:, self.present] = sums
+            # Wiener entropy per band: the geometric over the arithmetic mean of its bins
+            logs = np.add.reduceat(np.log(spec + 1e-20), self.starts, axis=1)
+            tonal = np.exp(logs / self.widths) / (sums / self.widths + 1e-20)
+            flat[:, self.tonal_bands] = tonal[:, self.tonal]
             self.rows.append(bands)
             self.flat.append(flat)
         elif n:
