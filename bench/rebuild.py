@@ -55,11 +55,11 @@ def tree_cpu(cmd: list[str], env: dict) -> tuple[float, float]:
 
 # the CLI under a wrapper that writes the driver's own CPU seconds (not its children's) to a file at exit
 DRIVER_WRAP = ("import atexit, resource, runpy, sys\n"
+               "path = sys.argv.pop(1)\n"
                "def report():\n"
                "    r = resource.getrusage(resource.RUSAGE_SELF)\n"
-               "    open(sys.argv[1], 'w').write(str(r.ru_utime + r.ru_stime))\n"
+               "    open(path, 'w').write(str(r.ru_utime + r.ru_stime))\n"
                "atexit.register(report)\n"
-               "path = sys.argv.pop(1)\n"
                "sys.argv[0] = 'bestiary'\n"
                "runpy.run_module('bestiary.pipelines.cli', run_name='__main__')\n")
 
