@@ -50,6 +50,7 @@ class SampleArchive:
         # (archive, id) -> fields to put into that record's JSON in listings (hostile tests: bad URLs, null ids)
         self.record_patches: dict[tuple[str, int], dict] = {}
         self.request_log: list[tuple[float, str]] | None = None  # (monotonic time, route) when a bench asks
+        self.renders: dict[tuple, threading.Lock] = {}   # medium -> the lock its render holds (_rendering)
 
     def add_faults(self, route: str, *names: str) -> None:
         """Queue faults for a route's next requests ('name*' stays for every request)."""
@@ -75,13 +76,29 @@ class SampleArchive:
             if self.request_log is not None:
                 self.request_log.append((time.monotonic(), route))
 
-    @lru_cache(maxsize=256)
+    def _rendering(self, *key) -> threading.Lock:
+        """One lock per medium: a request for a medium that is being rendered waits for that render (and then
+        takes it from the cache) instead of starting its own.  Rendering an MP3 takes about half a second, so
+        a client's retries after its read timeout used to pile up parallel renders of one medium that slowed
+        one another past every further timeout."""
+        with self.lock:
+            return self.renders.setdefault(key, threading.Lock())
+
     def audio(self, archive: str, rid: int) -> tuple[bytes, str] | None:
+        with self._rendering("audio", archive, rid):
+            return self._audio(archive, rid)
+
+    def image(self, archive: str, pid: int, width: int | None) -> bytes | None:
+        with self._rendering("image", archive, pid, width):
+            return self._image(archive, pid, width)
+
+    @lru_cache(maxsize=256)
+    def _audio(self, archive: str, rid: int) -> tuple[bytes, str] | None:
         rec = self.archive.recordings.get((archive, rid))
         return render_audio(rec, self.archive.difficulty, self.archive.by_name) if rec else None
 
     @lru_cache(maxsize=256)
-    def image(self, archive: str, pid: int, width: int | None) -> bytes | None:
+    def _image(self, archive: str, pid: int, width: int | None) -> bytes | None:
         photo = self.archive.photos.get((archive, pid))
         return render_image(photo, width, self.archive.difficulty) if photo else None
 
