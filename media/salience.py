@@ -79,7 +79,8 @@ class SalienceMeter:
             flat = np.ones((n, BANDS), np.float32)
             sums = np.add.reduceat(spec, self.starts, axis=1)
             bands[:, self.present] = sums
-            # Wiener entropy per band: the geometric over the arithmetic mean of its bins
+            # Wiener entropy per band, the geometric over the arithmetic mean of its bins: 1 for noise-flat, near 0
+            # for tones
             logs = np.add.reduceat(np.log(spec + 1e-20), self.starts, axis=1)
             tonal = np.exp(logs / self.widths) / (sums / self.widths + 1e-20)
             flat[:, self.tonal_bands] = tonal[:, self.tonal]
