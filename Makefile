@@ -17,6 +17,9 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# librosa's modules compile their numba kernels into its cache when first loaded (35 s here): once, at
+	# set-up, not inside the first request or test that draws a spectrogram (librosa loads them lazily)
+	$(BIN)/python -c "import librosa; librosa.feature.melspectrogram"
 	touch $@
 
 # The browser test drives Debian's chromium; installed here when this machine can (root with apt-get).
