@@ -6,6 +6,7 @@ import os
 import tarfile
 
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
@@ -361,3 +362,54 @@ def test_no_stage_pays_for_a_global_combines_default_branch(tiny_build):
         leaves = [t.unique_name for t in graph_of(transform).components.transforms.values() if not t.subtransforms]
         defaults = [n for n in leaves if ("/DoOnce/" in n or n.endswith("/InjectDefault")) and not blooms & set(n.split("/"))]
         assert len(leaves) > 20 and defaults == [], (name, defaults)
+
+
+def test_stage_options_parse_each_options_class_once_and_behave_as_beams(tiny_build):
+    """Beam asks a pipeline's options for a view a few times per applied transform, and each view used to
+    build and run an argparse parser (6 CPU-s of a demo build's driver).  The stages' options keep one view
+    per class: building the plan graph parses a handful of times, not thousands; values set through one view
+    are seen through every other, a deep copy (what beam.Pipeline keeps) and a pickle carry them and stay
+    apart, and the type checks those views switch on still run."""
+    import copy
+    import pickle
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TypeOptions
+    from apache_beam.typehints.decorators import TypeCheckError
+
+    from bestiary.pipelines.context import RunContext
+    from bestiary.pipelines.runner import pipeline_options
+    from bestiary.pipelines.runs import partitions
+    from bestiary.pipelines.shard import PlanShards
+    cfg, _ = tiny_build
+    opts = pipeline_options(cfg.runner)
+    assert opts.view_as(TypeOptions) is opts.view_as(TypeOptions)
+    opts.view_as(StandardOptions).runner = "X"
+    opts.view_as(TypeOptions).type_check_strictness = "ALL_REQUIRED"
+    assert opts.get_all_options()["type_check_strictness"] == "ALL_REQUIRED" and opts.view_as(StandardOptions).runner == "X"
+    for twin in (copy.deepcopy(opts), pickle.loads(pickle.dumps(opts))):
+        assert twin.view_as(TypeOptions).type_check_strictness == "ALL_REQUIRED"
+        twin.view_as(TypeOptions).type_check_strictness = "DEFAULT_TO_ANY"
+        assert opts.view_as(TypeOptions).type_check_strictness == "ALL_REQUIRED"
+    opts.view_as(StandardOptions).runner = None
+
+    parsed = []
+    original = PipelineOptions.__init__
+
+    def counting(self, *args, **kwargs):
+        parsed.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    PipelineOptions.__init__ = counting
+    try:
+        ctx = RunContext(cfg, run=1, mode="full", partitions=tuple(partitions(cfg)))
+        p = beam.Pipeline(options=pipeline_options(cfg.runner))
+        _ = p | "plan" >> PlanShards(ctx)
+        transforms = len(p.to_runner_api().components.transforms)
+    finally:
+        PipelineOptions.__init__ = original
+    assert transforms > 300 and len(parsed) < 60, (transforms, len(parsed))
+
+    with pytest.raises(TypeCheckError):   # the pipeline type check reads its switch through a kept view
+        with_checks = beam.Pipeline(options=pipeline_options(cfg.runner))
+        _ = with_checks | beam.Create([1, 2]) | beam.Map(lambda x: x).with_input_types(str)
