@@ -391,7 +391,6 @@ def test_stage_options_parse_each_options_class_once_and_behave_as_beams(tiny_bu
         assert twin.view_as(TypeOptions).type_check_strictness == "ALL_REQUIRED"
         twin.view_as(TypeOptions).type_check_strictness = "DEFAULT_TO_ANY"
         assert opts.view_as(TypeOptions).type_check_strictness == "ALL_REQUIRED"
-    opts.view_as(StandardOptions).runner = None
 
     parsed = []
     original = PipelineOptions.__init__
