@@ -189,17 +189,17 @@ class BoundedBundleManager(fn_runner.ParallelBundleManager):
             t.join()
         if errors:
             raise errors[0]
-        merged, splits = None, []
-        for result, split in results:
-            splits += split
-            if merged is None:
-                merged = result
-            else:
-                merged = fn_runner.beam_fn_api_pb2.InstructionResponse(
-                    process_bundle=fn_runner.beam_fn_api_pb2.ProcessBundleResponse(
-                        monitoring_infos=fn_runner.monitoring_infos.consolidate(itertools.chain(
-                            result.process_bundle.monitoring_infos, merged.process_bundle.monitoring_infos))),
-                    error=result.error or merged.error)
+        splits = [s for _, split in results for s in split]
+        if len(results) == 1:
+            return results[0][0], splits
+        # the bundles' metrics consolidated once (sums and distributions: any order gives the same totals);
+        # merging them into a running total, as Beam does for its one bundle a worker, redid every metric
+        # once per bundle
+        pb = fn_runner.beam_fn_api_pb2
+        infos = fn_runner.monitoring_infos.consolidate(
+            itertools.chain.from_iterable(r.process_bundle.monitoring_infos for r, _ in results))
+        merged = pb.InstructionResponse(process_bundle=pb.ProcessBundleResponse(monitoring_infos=infos),
+                                        error=next((r.error for r, _ in results if r.error), ""))
         return merged, splits
 
 

@@ -30,6 +30,7 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
 
+from bestiary.pipelines.dofn_specs import kept_specs
 from bestiary.pipelines.local_runner import LocalRunner, install
 from bestiary.schemas.config import ConfigError, RunnerConfig
 
@@ -154,9 +155,10 @@ def run(p: beam.Pipeline, runner: RunnerConfig, name: str, out: str | None = Non
 @contextmanager
 def pipeline(runner: RunnerConfig, name: str, out: str | None = None):
     """`with pipeline(cfg.runner, "crawl", cfg.out) as p:` builds a graph and runs it on exit."""
-    p = make_pipeline(runner)
-    yield p
-    run(p, runner, name, out)
+    with kept_specs():   # the driver works out each DoFn's specs once (dofn_specs.py)
+        p = make_pipeline(runner)
+        yield p
+        run(p, runner, name, out)
 
 
 def _run_in_job_process(p: beam.Pipeline, runner: RunnerConfig, name: str) -> int:
@@ -187,5 +189,6 @@ def run_job(graph_path: str, runner_json: str) -> None:
         proto = beam_runner_api_pb2.Pipeline.FromString(fh.read())
     options = configure_filesystems(runner)
     fn_runner = local_runner(runner)
-    p = beam.Pipeline.from_runner_api(proto, fn_runner, options)
-    fn_runner.run_pipeline(p, options).wait_until_finish()
+    with kept_specs():
+        p = beam.Pipeline.from_runner_api(proto, fn_runner, options)
+        fn_runner.run_pipeline(p, options).wait_until_finish()

@@ -412,3 +412,84 @@ def test_stage_options_parse_each_options_class_once_and_behave_as_beams(tiny_bu
     with pytest.raises(TypeCheckError):   # the pipeline type check reads its switch through a kept view
         with_checks = beam.Pipeline(options=pipeline_options(cfg.runner))
         _ = with_checks | beam.Create([1, 2]) | beam.Map(lambda x: x).with_input_types(str)
+
+
+def test_kept_dofn_specs_are_beams_answers_worked_out_once_per_dofn(tiny_build):
+    """Beam works out a DoFn's state and timer specs up to six times for every ParDo it applies and serializes,
+    each time inspecting every method's signature (a fifth of a demo build's driver CPU).  Inside kept_specs
+    each DoFn's are worked out once; the answers are Beam's (a stateful DoFn's specs, its errors), copies
+    that a caller cannot spoil, and Beam's function is back when the block ends."""
+    import apache_beam as beam
+    from apache_beam.coders import VarIntCoder
+    from apache_beam.transforms import userstate
+    from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+    from apache_beam.transforms.timeutil import TimeDomain
+
+    from bestiary.pipelines.context import RunContext
+    from bestiary.pipelines.dofn_specs import kept_specs
+    from bestiary.pipelines.runner import pipeline, pipeline_options
+    from bestiary.pipelines.runs import partitions
+    from bestiary.pipelines.shard import PlanShards
+    cfg, _ = tiny_build
+    beams = userstate.get_dofn_specs
+    asked: list[int] = []
+
+    def counting(dofn):
+        asked.append(id(dofn))
+        return beams(dofn)
+
+    def plan_graph() -> int:
+        ctx = RunContext(cfg, run=1, mode="full", partitions=tuple(partitions(cfg)))
+        p = beam.Pipeline(options=pipeline_options(cfg.runner))
+        _ = p | "plan" >> PlanShards(ctx)
+        return len(p.to_runner_api().components.transforms)
+
+    userstate.get_dofn_specs = counting
+    try:
+        plan_graph()
+        every_time = len(asked)
+        asked.clear()
+        with kept_specs():
+            transforms = plan_graph()
+        once = len(asked)
+    finally:
+        userstate.get_dofn_specs = beams
+    assert transforms > 300 and once == len(set(asked)) and every_time > 3 * once, (transforms, every_time, once)
+
+    class Stateful(beam.DoFn):
+        SEEN = BagStateSpec("seen", VarIntCoder())
+        FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+        def process(self, kv, seen=beam.DoFn.StateParam(SEEN), flush=beam.DoFn.TimerParam(FLUSH)):
+            seen.add(kv[1])
+            flush.set(beam.window.GlobalWindow().max_timestamp())
+
+        @on_timer(FLUSH)
+        def flushed(self, key=beam.DoFn.KeyParam, seen=beam.DoFn.StateParam(SEEN)):
+            yield key, sorted(seen.read())
+
+    class Twice(beam.DoFn):   # two parameters for one state: Beam refuses it
+        S = BagStateSpec("s", VarIntCoder())
+
+        def process(self, x, a=beam.DoFn.StateParam(S), b=beam.DoFn.StateParam(S)):
+            yield x
+
+    dofn = Stateful()
+    with kept_specs():
+        assert userstate.get_dofn_specs is not beams
+        first = userstate.get_dofn_specs(dofn)
+        assert first == beams(dofn) == ({Stateful.SEEN}, {Stateful.FLUSH})
+        first[0].clear()
+        assert userstate.get_dofn_specs(dofn) == ({Stateful.SEEN}, {Stateful.FLUSH})
+        for _ in range(2):
+            with pytest.raises(ValueError, match="duplicate"):
+                userstate.get_dofn_specs(Twice())
+    assert userstate.get_dofn_specs is beams
+
+    out = os.path.join(cfg.out, "..", "stateful")
+    with pipeline(cfg.runner, "stateful") as p:   # a stateful DoFn still runs as one: state per key, timers
+        _ = (p | beam.Create([("a", 2), ("b", 5), ("a", 1), ("b", 3), ("a", 7)]) | beam.ParDo(Stateful())
+             | beam.MapTuple(lambda k, v: f"{k} {v}") | beam.io.WriteToText(out, num_shards=1))
+    assert userstate.get_dofn_specs is beams
+    with open(out + "-00000-of-00001") as fh:
+        assert sorted(fh.read().splitlines()) == ["a [1, 2, 7]", "b [3, 5]"]

@@ -126,3 +126,29 @@ def test_killing_the_client_stops_its_worker():
                 return
             time.sleep(0.05)
         pytest.fail("the worker outlived its client")
+
+
+@pytest.mark.timeout(300)
+def test_metrics_of_every_bundle_add_up(tmp_path):
+    """The local runner cuts a stage into many bundles (here one a group) and adds up their metrics:
+    a counter and a distribution over 64 elements come back whole, each element counted once."""
+    from apache_beam.metrics import Metrics
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from bestiary.pipelines.runner import make_pipeline
+
+    def counted(x: int) -> int:
+        Metrics.counter("test", "elements").inc()
+        Metrics.distribution("test", "values").update(x)
+        return x
+
+    p = make_pipeline(RunnerConfig(mode="multi_processing", workers=2))
+    _ = (p | beam.Create(range(64)) | beam.Map(lambda x: (x % 16, x)) | beam.GroupByKey()   # 16 groups: 16 bundles
+         | beam.FlatMap(lambda kv: kv[1]) | beam.Map(counted) | beam.io.WriteToText(str(tmp_path / "n"), num_shards=1))
+    result = p.run()
+    result.wait_until_finish()
+    got = result.metrics().query(MetricsFilter().with_namespace("test"))
+    (counter,), (dist,) = got["counters"], got["distributions"]
+    assert counter.committed == 64
+    assert (dist.committed.count, dist.committed.sum, dist.committed.min, dist.committed.max) == (64, 2016, 0, 63)
+    assert sorted(int(x) for x in open(str(tmp_path / "n") + "-00000-of-00001")) == list(range(64))
