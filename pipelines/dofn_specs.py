@@ -14,7 +14,8 @@ every answer; nothing else changes.
 
 Only the processes that build or submit graphs open it (the driver, a job
 process); the SDK workers of multi_processing and of a cluster run Beam's
-harness as it is.  Where Beam has no `userstate.get_dofn_specs` (another
+harness as it is (in_memory's workers are threads of the driver and share its
+answers, which are Beam's).  Where Beam has no `userstate.get_dofn_specs` (another
 version), nothing is kept and Beam's code runs as shipped.
 """
 from __future__ import annotations
