@@ -46,19 +46,25 @@ NEEDS = {"enrich": ("catalog/recordings", "crawl"), "caption": ("catalog/resolut
          "shard": ("catalog/captions", "caption")}
 
 
-def preflight(cfg: BuildConfig, timeout: float = 5.0) -> None:
-    """Every base URL answers (any HTTP status) before work starts; else one clear ConfigError.  The look
+def preflight(cfg: BuildConfig, stages: tuple[str, ...] = STAGES, timeout: float = 5.0) -> None:
+    """Every base URL that `stages` talk to answers (any HTTP status) before work starts; else one clear
+    ConfigError.  Crawl and shard (which fetches the media) talk to the archives, enrich to GBIF and
+    iNaturalist's taxa, caption to none of them: `bestiary caption` runs with the archives down.  The look
     keeps to each host's rate like every other request."""
-    for s in cfg.sources:
+    archives = bool({"crawl", "shard"} & set(stages))
+    sources = cfg.sources if archives else []
+    for s in sources:
         if s.api_key_env and not os.environ.get(s.api_key_env):
             raise ConfigError(f"{s.name} needs an API key in the environment variable {s.api_key_env}, which is not set")
-    for s in cfg.sources:   # a files source's tables: a missing one is the config's fault, said before work starts
+    for s in sources if "crawl" in stages else []:   # a files source's tables: a missing one is said before work
         for q in s.queries if not registry.get(s.name).needs_base_url else []:
             if not str(q).startswith(("http://", "https://")) and not io.exists(str(q)):
                 raise ConfigError(f"{s.name}: table {q} not found")
-    urls = [(s.name, s.base_url) for s in cfg.sources if s.base_url]
-    if cfg.taxonomy.gbif_base_url:
-        urls.append(("gbif", cfg.taxonomy.gbif_base_url))
+    urls = [(s.name, s.base_url) for s in sources if s.base_url]
+    if "enrich" in stages:
+        urls += [(s.name, s.base_url) for s in cfg.sources if s.name == "inaturalist" and s.base_url and not archives]
+        if cfg.taxonomy.gbif_base_url:
+            urls.append(("gbif", cfg.taxonomy.gbif_base_url))
     policy, pacers = policy_from(cfg.http, cfg.sources), {}
     roots = {s.base_url: registry.get(s.name).api_path for s in cfg.sources}
     for name, url in urls:
@@ -257,7 +263,7 @@ def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False,
     if rebuild and incremental:
         raise ConfigError("--rebuild and --incremental do not go together")
     if not rebuild:
-        preflight(cfg)  # before anything is written
+        preflight(cfg, only)  # before anything is written
     check_out(cfg.out)
     with OutputLock(cfg.out):
         clean_leftovers(cfg)

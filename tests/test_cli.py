@@ -91,6 +91,31 @@ def test_stage_errors_are_one_line(tmp_path, archive_server):
     assert "no catalog/resolutions yet: run `bestiary enrich`" in res.stderr
 
 
+def test_caption_needs_no_archive_but_crawl_and_shard_do(tmp_path):
+    """Preflight looks only at the hosts the stages it runs talk to: after crawl and enrich, the archive can
+    be down and `bestiary caption` still runs; `crawl` and `shard` (which fetches media) say it is down."""
+    from bestiary.sample_archive.server import start_in_thread
+    from tests.conftest import sample_taxonomy
+    server, _, url = start_in_thread(seed=7)
+    cfg = write(tmp_path, {"out": str(tmp_path / "out"), "taxonomy": sample_taxonomy(),
+                           "sources": [{"name": "gbif", "base_url": url, "per_page": 3, "max_pages": 1,
+                                        "queries": [{"mediaType": "Sound"}]}]})
+    try:
+        for stage in ("crawl", "enrich"):
+            res = run(stage, cfg)
+            assert res.returncode == 0, res.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    res = run("caption", cfg)
+    assert res.returncode == 0, res.stderr
+    import pyarrow.parquet as pq
+    assert pq.read_table(tmp_path / "out" / "catalog" / "captions").num_rows > 0
+    for stage in ("crawl", "shard"):
+        res = run(stage, cfg, "--force")
+        assert res.returncode == 2 and "cannot reach gbif" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
 def test_crawl_gbif_from_the_command_line(tmp_path, archive_server):
     _, url = archive_server
     res = run("crawl", "--source", "gbif", "--base-url", url, "--query", "mediaType=Sound", "--out", str(tmp_path / "g"))
