@@ -565,8 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"bestiary: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    except FileNotFoundError as err:
-        print(f"bestiary: {err}", file=sys.stderr)
+    except FileNotFoundError as err:   # a path the user gave: its name, not Python's errno text
+        print(f"bestiary: not found: {err.filename}" if err.filename else f"bestiary: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except SearchError as err:
         print(f"bestiary: {err}", file=sys.stderr)

@@ -80,6 +80,20 @@ def test_crawl_one_source_without_a_config(tmp_path, archive_server):
     assert TEST_KEY not in res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ["eval", "--checkpoint", "{t}/none.pt", "--shards", "{t}"],
+    ["export", "{t}/none.pt", "{t}/exported"],
+    ["index", "--checkpoint", "{t}/none.pt", "--input", "{t}", "--out", "{t}/idx"],
+    ["verify", "{t}/no-build"],
+])
+def test_a_missing_path_is_named_in_one_line(tmp_path, args):
+    (tmp_path / "call.wav").write_bytes(b"")   # an input folder with something in it
+    res = run(*[a.format(t=tmp_path) for a in args])
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert lines[0].startswith("bestiary: not found: ") and str(tmp_path) in lines[0] and "Errno" not in lines[0]
+
+
 def test_stage_errors_are_one_line(tmp_path, archive_server):
     """A portable runner without --runner, and a stage run before the one it needs: one line, exit 2."""
     _, url = archive_server
