@@ -46,6 +46,29 @@ NEEDS = {"enrich": ("catalog/recordings", "crawl"), "caption": ("catalog/resolut
          "shard": ("catalog/captions", "caption")}
 
 
+def check_inputs(cfg: BuildConfig, stages: tuple[str, ...] = STAGES) -> None:
+    """The files `stages` read exist, before work starts (a rebuild too); else one clear ConfigError: a
+    files source's tables for crawl, the taxonomy tables and trait mappings for enrich."""
+    for s in cfg.sources if "crawl" in stages else []:
+        for q in s.queries if not registry.get(s.name).needs_base_url else []:
+            if not str(q).startswith(("http://", "https://")) and not io.exists(str(q)):
+                raise ConfigError(f"{s.name}: table {q} not found")
+    if "enrich" not in stages:
+        return
+    t = cfg.taxonomy
+    named = [("taxonomy.backbone", t.backbone), ("taxonomy.ebird", t.ebird), ("taxonomy.inat_taxa", t.inat_taxa)]
+    named += [(f"taxonomy.traits.{i}.path", tr.path) for i, tr in enumerate(t.traits)]
+    for where, path in named:
+        if path and not str(path).startswith(("http://", "https://")) and not io.exists(str(path)):
+            raise ConfigError(f"{where}: {path} not found (relative paths are from the folder the command runs in)")
+    from bestiary.taxonomy.traits import MappingError, load_mapping
+    for i, tr in enumerate(t.traits):
+        try:
+            load_mapping(tr.mapping)
+        except (MappingError, OSError) as err:
+            raise ConfigError(f"taxonomy.traits.{i}.mapping: {err}") from None
+
+
 def preflight(cfg: BuildConfig, stages: tuple[str, ...] = STAGES, timeout: float = 5.0) -> None:
     """Every base URL that `stages` talk to answers (any HTTP status) before work starts; else one clear
     ConfigError.  Crawl and shard (which fetches the media) talk to the archives, enrich to GBIF and
@@ -56,10 +79,6 @@ def preflight(cfg: BuildConfig, stages: tuple[str, ...] = STAGES, timeout: float
     for s in sources:
         if s.api_key_env and not os.environ.get(s.api_key_env):
             raise ConfigError(f"{s.name} needs an API key in the environment variable {s.api_key_env}, which is not set")
-    for s in sources if "crawl" in stages else []:   # a files source's tables: a missing one is said before work
-        for q in s.queries if not registry.get(s.name).needs_base_url else []:
-            if not str(q).startswith(("http://", "https://")) and not io.exists(str(q)):
-                raise ConfigError(f"{s.name}: table {q} not found")
     urls = [(s.name, s.base_url) for s in sources if s.base_url]
     if "enrich" in stages:
         urls += [(s.name, s.base_url) for s in cfg.sources if s.name == "inaturalist" and s.base_url and not archives]
@@ -264,7 +283,11 @@ def build(cfg: BuildConfig, only: tuple[str, ...] = STAGES, force: bool = False,
         raise ConfigError("--rebuild and --incremental do not go together")
     if not rebuild:
         preflight(cfg, only)  # before anything is written
+    check_inputs(cfg, only)
     check_out(cfg.out)
+    if rebuild and not stage_done(cfg, "crawl"):
+        raise ConfigError(f"{cfg.out} has no build of this config to redo: --rebuild makes a build again from "
+                          "its kept raw pages and caches; run `bestiary build CONFIG` first")
     with OutputLock(cfg.out):
         clean_leftovers(cfg)
         return _build(cfg, only, force, rebuild, incremental)

@@ -36,6 +36,12 @@ def write(tmp_path, data) -> str:
     (lambda c: c.pop("out"), "missing required field 'out'"),
     (lambda c: c["sources"][0].update(base_url=f"http://127.0.0.1:{free_port()}"), "cannot reach xeno-canto"),
     (lambda c: c["sources"][0].update(base_url="ftp://x"), "not an http(s) URL"),
+    (lambda c: c.update(taxonomy={"backbone": "/nonexistent/Taxon.tsv"}),
+     "taxonomy.backbone: /nonexistent/Taxon.tsv not found"),
+    (lambda c: c.update(taxonomy={"traits": [{"path": "/nonexistent/avonet.csv", "mapping": "avonet"}]}),
+     "taxonomy.traits.0.path: /nonexistent/avonet.csv not found"),
+    (lambda c: c.update(taxonomy={"traits": [{"path": str(ROOT / "sample_archive/data/avonet.csv"), "mapping": "avonett"}]}),
+     "taxonomy.traits.0.mapping: no trait mapping 'avonett'"),
 ])
 def test_bad_config_stops_before_work_with_one_line(tmp_path, archive_server, mutate, needle):
     _, url = archive_server
@@ -92,6 +98,17 @@ def test_a_missing_path_is_named_in_one_line(tmp_path, args):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
     assert lines[0].startswith("bestiary: not found: ") and str(tmp_path) in lines[0] and "Errno" not in lines[0]
+
+
+def test_rebuild_of_an_output_never_built_is_one_line(tmp_path, archive_server):
+    """--rebuild redoes a build from its kept pages; with none there it says so instead of building nothing."""
+    _, url = archive_server
+    cfg = {"out": str(tmp_path / "out"), "sources": [{"name": "gbif", "base_url": url, "queries": [{"mediaType": "Sound"}]}]}
+    res = run("build", write(tmp_path, cfg), "--rebuild")
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "has no build of this config to redo" in lines[0]
+    assert not (tmp_path / "out" / "catalog").exists()
 
 
 def test_stage_errors_are_one_line(tmp_path, archive_server):
