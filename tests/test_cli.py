@@ -18,6 +18,22 @@ def run(*args, env=None, cwd=None):
                           timeout=120, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
+@pytest.fixture
+def here(capsys, monkeypatch):
+    """The command line in this process (`main`, as the console script calls it): what the error paths do
+    without an interpreter start each; an exception main does not turn into one line fails the test."""
+    from bestiary.pipelines import progress
+    from bestiary.pipelines.cli import main
+    monkeypatch.setattr(progress, "ENABLED", progress.ENABLED)   # main turns progress lines on: undone after
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        rc = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, rc, out, err)
+    return call
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,12 +59,12 @@ def write(tmp_path, data) -> str:
     (lambda c: c.update(taxonomy={"traits": [{"path": str(ROOT / "sample_archive/data/avonet.csv"), "mapping": "avonett"}]}),
      "taxonomy.traits.0.mapping: no trait mapping 'avonett'"),
 ])
-def test_bad_config_stops_before_work_with_one_line(tmp_path, archive_server, mutate, needle):
+def test_bad_config_stops_before_work_with_one_line(tmp_path, archive_server, mutate, needle, here):
     _, url = archive_server
     cfg = {"out": str(tmp_path / "out"), "sources": [{"name": "xeno-canto", "base_url": url, "queries": ["gen:Parus"],
                                                        "api_key_env": "XC_API_KEY"}]}
     mutate(cfg)
-    res = run("build", write(tmp_path, cfg))
+    res = here("build", write(tmp_path, cfg))
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
@@ -92,19 +108,19 @@ def test_crawl_one_source_without_a_config(tmp_path, archive_server):
     ["index", "--checkpoint", "{t}/none.pt", "--input", "{t}", "--out", "{t}/idx"],
     ["verify", "{t}/no-build"],
 ])
-def test_a_missing_path_is_named_in_one_line(tmp_path, args):
+def test_a_missing_path_is_named_in_one_line(tmp_path, args, here):
     (tmp_path / "call.wav").write_bytes(b"")   # an input folder with something in it
-    res = run(*[a.format(t=tmp_path) for a in args])
+    res = here(*[a.format(t=tmp_path) for a in args])
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
     assert lines[0].startswith("bestiary: not found: ") and str(tmp_path) in lines[0] and "Errno" not in lines[0]
 
 
-def test_rebuild_of_an_output_never_built_is_one_line(tmp_path, archive_server):
+def test_rebuild_of_an_output_never_built_is_one_line(tmp_path, archive_server, here):
     """--rebuild redoes a build from its kept pages; with none there it says so instead of building nothing."""
     _, url = archive_server
     cfg = {"out": str(tmp_path / "out"), "sources": [{"name": "gbif", "base_url": url, "queries": [{"mediaType": "Sound"}]}]}
-    res = run("build", write(tmp_path, cfg), "--rebuild")
+    res = here("build", write(tmp_path, cfg), "--rebuild")
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
     assert "has no build of this config to redo" in lines[0]
@@ -122,7 +138,7 @@ def test_stage_errors_are_one_line(tmp_path, archive_server):
     assert "no catalog/resolutions yet: run `bestiary enrich`" in res.stderr
 
 
-def test_caption_needs_no_archive_but_crawl_and_shard_do(tmp_path):
+def test_caption_needs_no_archive_but_crawl_and_shard_do(tmp_path, here):
     """Preflight looks only at the hosts the stages it runs talk to: after crawl and enrich, the archive can
     be down and `bestiary caption` still runs; `crawl` and `shard` (which fetches media) say it is down."""
     from bestiary.sample_archive.server import start_in_thread
@@ -133,17 +149,17 @@ def test_caption_needs_no_archive_but_crawl_and_shard_do(tmp_path):
                                         "queries": [{"mediaType": "Sound"}]}]})
     try:
         for stage in ("crawl", "enrich"):
-            res = run(stage, cfg)
+            res = here(stage, cfg)
             assert res.returncode == 0, res.stderr
     finally:
         server.shutdown()
         server.server_close()
-    res = run("caption", cfg)
+    res = here("caption", cfg)
     assert res.returncode == 0, res.stderr
     import pyarrow.parquet as pq
     assert pq.read_table(tmp_path / "out" / "catalog" / "captions").num_rows > 0
     for stage in ("crawl", "shard"):
-        res = run(stage, cfg, "--force")
+        res = here(stage, cfg, "--force")
         assert res.returncode == 2 and "cannot reach gbif" in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 
