@@ -31,7 +31,7 @@ def tar_hashes(out: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(900)
-def test_incremental_run_fetches_only_new_records_and_appends_shards(archive_server, tmp_path):
+def test_incremental_run_fetches_only_new_records_and_appends_shards(archive_server, tiny_build, tmp_path):
     state, url = archive_server
     owls = [r for r in state.archive.xc if r.species.family == "Strigidae"]
     newest = sorted(owls, key=lambda r: r.id)[-2:]          # the archive publishes these after the first build
@@ -63,8 +63,11 @@ def test_incremental_run_fetches_only_new_records_and_appends_shards(archive_ser
     assert (plan["run"], plan["audio_changed"], plan["audio_gone"]) == (2, 0, 0)
     assert plan["audio_new"] == len(newest) + 1        # and the GBIF mirror of one of them
 
-    fresh = str(tmp_path / "fresh")
-    full = build(parse_config(tiny_config(url, fresh)))
+    # a full build of the same config on today's archive: the session's tiny build (the same config and
+    # server; builds are deterministic, tests/test_pipeline.py checks it)
+    fresh_cfg, full = tiny_build
+    fresh = fresh_cfg.out
+    assert fresh_cfg.model_dump(exclude={"out"}) == cfg.model_dump(exclude={"out"})
     assert live_samples(out) == live_samples(fresh)
     # the same records, accounted the same way (the new recordings' GBIF mirrors came with them, and were
     # rejected as mirrors in both)
