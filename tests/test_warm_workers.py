@@ -143,7 +143,7 @@ def test_metrics_of_every_bundle_add_up(tmp_path):
         return x
 
     p = make_pipeline(RunnerConfig(mode="multi_processing", workers=2))
-    _ = (p | beam.Create(range(64)) | beam.Map(lambda x: (x % 16, x)) | beam.GroupByKey()   # 16 groups: 16 bundles
+    _ = (p | beam.Create(range(64)) | beam.Map(lambda x: (x % 16, x)) | beam.GroupByKey()   # 16 groups: up to 16 bundles
          | beam.FlatMap(lambda kv: kv[1]) | beam.Map(counted) | beam.io.WriteToText(str(tmp_path / "n"), num_shards=1))
     result = p.run()
     result.wait_until_finish()
@@ -152,3 +152,47 @@ def test_metrics_of_every_bundle_add_up(tmp_path):
     assert counter.committed == 64
     assert (dist.committed.count, dist.committed.sum, dist.committed.min, dist.committed.max) == (64, 2016, 0, 63)
     assert sorted(int(x) for x in open(str(tmp_path / "n") + "-00000-of-00001")) == list(range(64))
+
+
+def bundles_of_a_grouped_stage(tmp_path, name: str, seconds_each: float) -> tuple[int, list[int], set[int]]:
+    """16 groups of 4 through a two-worker stage; (bundles the stage ran in, its elements, worker pids)."""
+    from apache_beam.metrics import Metrics
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from bestiary.pipelines.runner import make_pipeline
+
+    class Tagged(beam.DoFn):
+        def start_bundle(self):
+            Metrics.counter("test", "bundles").inc()
+
+        def process(self, kv):
+            import os
+            import time
+            time.sleep(seconds_each)
+            for x in kv[1]:
+                yield f"{x} {os.getpid()}"
+
+    out = str(tmp_path / name)
+    p = make_pipeline(RunnerConfig(mode="multi_processing", workers=2))
+    _ = (p | beam.Create(range(64)) | beam.Map(lambda x: (x % 16, x)) | beam.GroupByKey()
+         | beam.ParDo(Tagged()) | beam.io.WriteToText(out, num_shards=1))
+    result = p.run()
+    result.wait_until_finish()
+    (bundles,) = result.metrics().query(MetricsFilter().with_name("bundles"))["counters"]
+    rows = [line.split() for line in open(out + "-00000-of-00001")]
+    return bundles.committed, sorted(int(x) for x, _ in rows), {int(pid) for _, pid in rows}
+
+
+@pytest.mark.timeout(300)
+def test_cheap_bundles_are_joined_and_heavy_ones_stay_spread(tmp_path, monkeypatch):
+    """The runner cuts the 16 groups into 16 bundles (at least 4 a worker, whole groups each).  Where a bundle takes longer than
+    CHEAP_BUNDLE_S, every bundle runs on its own, spread over both workers; where bundles are cheap, a worker
+    takes its share of the rest as one bundle (each costs harness work), and every element still comes once."""
+    from bestiary.pipelines import local_runner
+    assert local_runner.CHEAP_BUNDLE_S < 0.2
+    heavy, elements, pids = bundles_of_a_grouped_stage(tmp_path, "heavy", seconds_each=0.1)   # 0.1 s a bundle
+    assert heavy == 16 and elements == list(range(64)) and len(pids) == 2
+    monkeypatch.setattr(local_runner, "CHEAP_BUNDLE_S", 60.0)   # every bundle cheap, however loaded the machine
+    cheap, elements, pids = bundles_of_a_grouped_stage(tmp_path, "cheap", seconds_each=0.0)
+    # a first bundle each, then half of what is left each time (7, 4, 2, 1 of the other 14): at most 6, not 16
+    assert cheap <= 6 and elements == list(range(64)) and len(pids) >= 1
