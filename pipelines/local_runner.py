@@ -29,7 +29,7 @@ from apache_beam.transforms import environments
 log = logging.getLogger(__name__)
 BUNDLE_BYTES = int(os.environ.get("BESTIARY_BUNDLE_BYTES", 16 << 20))
 PARTS_PER_WORKER = 4   # small inputs: bundles enough that a slow one does not leave the other workers idle
-# a bundle done this fast is work the harness's per-bundle cost (about 3.5 CPU-ms a bundle, measured on a demo
+# a bundle done this fast is work the harness's per-bundle cost (about 3 CPU-ms a bundle, measured on a demo
 # rebuild) rivals: the worker then takes its share of what is left as one bundle (up to BUNDLE_BYTES)
 CHEAP_BUNDLE_S = 0.05
 
