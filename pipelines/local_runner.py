@@ -172,10 +172,12 @@ def take(work: collections.deque, share_of: int) -> dict[str, list[bytes]] | Non
     more = -(-len(work) // share_of)   # this worker's share of the rest, rounded up
     size = _bundle_bytes(bundle)
     bundle = {name: list(chunks) for name, chunks in bundle.items()}
-    while more and work and size + _bundle_bytes(work[0]) <= BUNDLE_BYTES:
-        nxt = work.popleft()
-        size += _bundle_bytes(nxt)
-        for name, chunks in nxt.items():
+    while more and work:
+        nxt = _bundle_bytes(work[0])
+        if size + nxt > BUNDLE_BYTES:
+            break
+        size += nxt
+        for name, chunks in work.popleft().items():
             bundle[name].extend(chunks)
         more -= 1
     return bundle
