@@ -22,6 +22,7 @@ import os
 import logging
 import threading
 import time
+from collections.abc import Iterable
 
 from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
 from apache_beam.transforms import environments
@@ -79,16 +80,7 @@ class CompactGroupingBuffer(execution.GroupingBuffer):
 
     def bounded(self, limit: int) -> list[list[bytes]]:
         if self._grouped_output is None:
-            parts, cur, size = [], [], 0
-            for group in self._groups():
-                if cur and size + len(group) > limit:
-                    parts.append([b"".join(cur)])
-                    cur, size = [], 0
-                cur.append(group)
-                size += len(group)
-            if cur:
-                parts.append([b"".join(cur)])
-            self._grouped_output = parts or [[]]
+            self._grouped_output = [[b"".join(part)] for part in _packed(self._groups(), limit)] or [[]]
         return self._grouped_output
 
     def partition(self, n: int) -> list[list[bytes]]:
@@ -103,6 +95,21 @@ class CompactGroupingBuffer(execution.GroupingBuffer):
 
     def __iter__(self):
         return itertools.chain(*self.partition(1))
+
+
+def _packed(pieces: Iterable[bytes], limit: int) -> list[list[bytes]]:
+    """Encoded pieces (whole elements or whole groups) in order, packed into runs of at most `limit` bytes
+    (a piece over the limit is a run of its own)."""
+    parts, cur, size = [], [], 0
+    for piece in pieces:
+        if cur and size + len(piece) > limit:
+            parts.append(cur)
+            cur, size = [], 0
+        cur.append(piece)
+        size += len(piece)
+    if cur:
+        parts.append(cur)
+    return parts
 
 
 def _split_chunk(chunk: bytes, coder_impl, limit: int) -> list[bytes]:
@@ -127,17 +134,9 @@ def bounded_parts(buffer, limit: int, workers: int) -> list[list[bytes]]:
         return buffer.bounded(min(limit, max(1, -(-buffer.encoded_size() // at_least))))
     if isinstance(buffer, execution.ListBuffer) and not buffer.cleared:
         limit = min(limit, max(1, -(-sum(len(c) for c in buffer._inputs) // at_least)))
-        parts, cur, size = [], [], 0
-        for chunk in buffer._inputs:
-            for piece in (_split_chunk(chunk, buffer._coder_impl, limit) if len(chunk) > limit else [chunk]):
-                if cur and size + len(piece) > limit:
-                    parts.append(cur)
-                    cur, size = [], 0
-                cur.append(piece)
-                size += len(piece)
-        if cur:
-            parts.append(cur)
-        return parts or [[]]
+        pieces = (piece for chunk in buffer._inputs
+                  for piece in (_split_chunk(chunk, buffer._coder_impl, limit) if len(chunk) > limit else [chunk]))
+        return _packed(pieces, limit) or [[]]
     return buffer.partition(workers)
 
 
@@ -173,10 +172,10 @@ def take(work: collections.deque, share_of: int) -> dict[str, list[bytes]] | Non
     size = _bundle_bytes(bundle)
     bundle = {name: list(chunks) for name, chunks in bundle.items()}
     while more and work:
-        nxt = _bundle_bytes(work[0])
-        if size + nxt > BUNDLE_BYTES:
+        next_size = _bundle_bytes(work[0])
+        if size + next_size > BUNDLE_BYTES:
             break
-        size += nxt
+        size += next_size
         for name, chunks in work.popleft().items():
             bundle[name].extend(chunks)
         more -= 1
